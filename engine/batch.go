@@ -64,6 +64,21 @@ type Batch struct {
 	Created, Flushed time.Time
 	// Bytes is the total size of the raw input records of the batch.
 	Bytes int
+	// Merges lists the profile merges that resolving this batch caused, in
+	// order; the runner forwards them to sinks that implement MergeSink.
+	Merges []Merge
+}
+
+// Merge records that profiles were merged into a survivor, so downstream
+// tools can re-key what they hold under the merged ids.
+type Merge struct {
+	Survivor uint32
+	Merged   []uint32
+	Time     time.Time
+	// MessageID is the event that proved the link.
+	MessageID string
+	// Rule names what allowed the merge (e.g. "shared:user_id").
+	Rule string
 }
 
 // Rows returns the number of valid events in b.

@@ -54,3 +54,9 @@ type Filter interface {
 type Flusher interface {
 	Flush(ctx context.Context) error
 }
+
+// MergeSink is implemented by sinks that want profile-merge records
+// (Batch.Merges). The runner calls WriteMerges after Write for the same batch.
+type MergeSink interface {
+	WriteMerges(ctx context.Context, merges []Merge) error
+}
