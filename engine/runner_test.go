@@ -1,0 +1,304 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cdpstream/cdpstream/engine"
+)
+
+// sliceSource hands out pre-built batches, then io.EOF, or blocks until ctx
+// is cancelled when block is set.
+type sliceSource struct {
+	mu        sync.Mutex
+	batches   []*engine.Batch
+	block     bool
+	committed []engine.Offset
+	commitErr error
+}
+
+func (s *sliceSource) Next(ctx context.Context) (*engine.Batch, error) {
+	s.mu.Lock()
+	if len(s.batches) > 0 {
+		b := s.batches[0]
+		s.batches = s.batches[1:]
+		s.mu.Unlock()
+		return b, nil
+	}
+	s.mu.Unlock()
+	if s.block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return nil, io.EOF
+}
+
+func (s *sliceSource) Commit(_ context.Context, offs []engine.Offset) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.commitErr != nil {
+		return s.commitErr
+	}
+	s.committed = append(s.committed, offs...)
+	return nil
+}
+
+func (s *sliceSource) Close() error { return nil }
+
+// makeBatch builds a batch of rows with message ids prefix-0..n-1 at
+// offsets first..first+n-1 of topic t/0, plus dead letters.
+func makeBatch(t testing.TB, alloc memory.Allocator, prefix string, first int64, n int, dead ...engine.Reason) *engine.Batch {
+	t.Helper()
+	rb := array.NewRecordBuilder(alloc, engine.Schema)
+	defer rb.Release()
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		rb.Field(engine.ColMessageID).(*array.StringBuilder).Append(id)
+		rb.Field(engine.ColType).(*array.Uint8Builder).Append(uint8(engine.TypeTrack))
+		rb.Field(engine.ColEvent).(*array.StringBuilder).Append("Viewed")
+		rb.Field(engine.ColTimestamp).(*array.TimestampBuilder).Append(0)
+		rb.Field(engine.ColTopic).(*array.StringBuilder).Append("t")
+		rb.Field(engine.ColPartition).(*array.Int32Builder).Append(0)
+		rb.Field(engine.ColOffset).(*array.Int64Builder).Append(first + int64(i))
+		rb.Field(engine.ColKey).(*array.BinaryBuilder).AppendNull()
+		for _, c := range []int{engine.ColUserID, engine.ColAnonymousID, engine.ColPreviousID, engine.ColGroupID} {
+			rb.Field(c).(*array.StringBuilder).AppendNull()
+		}
+		rb.Field(engine.ColIdentifiers).(*array.ListBuilder).Append(true)
+		rb.Field(engine.ColProfileID).(*array.Uint32Builder).Append(uint32(i))
+		rb.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
+		rb.Field(engine.ColRaw).(*array.BinaryBuilder).Append([]byte(`{"messageId":"` + id + `"}`))
+	}
+	b := &engine.Batch{Rec: rb.NewRecordBatch(), Created: time.Now()}
+	for i, r := range dead {
+		b.Dead = append(b.Dead, engine.DeadLetter{Pos: engine.Position{Topic: "t", Offset: first + int64(n+i)}, Raw: []byte("x"), Reason: r})
+	}
+	b.Offsets = []engine.Offset{{Topic: "t", Next: first + int64(n+len(dead)), Epoch: -1}}
+	return b
+}
+
+// memSink records the message ids it was given, in order.
+type memSink struct {
+	name string
+	mu   sync.Mutex
+	ids  []string
+	fail error
+}
+
+func (s *memSink) Name() string { return s.name }
+func (s *memSink) Close() error { return nil }
+func (s *memSink) Write(_ context.Context, b *engine.Batch, sel []int) error {
+	if s.fail != nil {
+		return s.fail
+	}
+	col := b.Rec.Column(engine.ColMessageID).(*array.String)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sel == nil {
+		for i := 0; i < col.Len(); i++ {
+			s.ids = append(s.ids, col.Value(i))
+		}
+		return nil
+	}
+	for _, i := range sel {
+		s.ids = append(s.ids, col.Value(i))
+	}
+	return nil
+}
+
+type memDead struct {
+	mu      sync.Mutex
+	reasons []engine.Reason
+}
+
+func (d *memDead) WriteDead(_ context.Context, dl []engine.DeadLetter) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, x := range dl {
+		d.reasons = append(d.reasons, x.Reason)
+	}
+	return nil
+}
+func (d *memDead) Close() error { return nil }
+
+// evenFilter keeps rows whose profile id is even.
+type evenFilter struct{}
+
+func (evenFilter) Select(b *engine.Batch, dst []int, drop func(int, engine.Reason)) []int {
+	pids := b.Rec.Column(engine.ColProfileID).(*array.Uint32)
+	for i := 0; i < pids.Len(); i++ {
+		if pids.Value(i)%2 == 0 {
+			dst = append(dst, i)
+		} else {
+			drop(i, "odd")
+		}
+	}
+	return dst
+}
+
+func TestRunnerDeliversFiltersAndCommitsInOrder(t *testing.T) {
+	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer alloc.AssertSize(t, 0) // every record released exactly once
+	src := &sliceSource{}
+	for i := 0; i < 20; i++ {
+		src.batches = append(src.batches, makeBatch(t, alloc, fmt.Sprintf("b%d", i), int64(i*10), 9, "malformed_json"))
+	}
+	all, even := &memSink{name: "all"}, &memSink{name: "even"}
+	dead := &memDead{}
+	reg := prometheus.NewRegistry()
+	m := engine.NewMetrics(reg)
+	r, err := engine.NewRunner(engine.RunnerConfig{QueueDepth: 2}, src, nil,
+		[]engine.SinkSpec{{Sink: all}, {Sink: even, Filter: evenFilter{}}}, dead, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(all.ids) != 180 {
+		t.Fatalf("sink all got %d rows, want 180", len(all.ids))
+	}
+	for i := 0; i < 20; i++ {
+		for j := 0; j < 9; j++ {
+			if want := fmt.Sprintf("b%d-%d", i, j); all.ids[i*9+j] != want {
+				t.Fatalf("row %d = %s, want %s (order lost)", i*9+j, all.ids[i*9+j], want)
+			}
+		}
+	}
+	if len(even.ids) != 100 { // profile ids 0..8: 0,2,4,6,8 kept
+		t.Fatalf("sink even got %d rows, want 100", len(even.ids))
+	}
+	if len(dead.reasons) != 20 {
+		t.Fatalf("dead letters = %d, want 20", len(dead.reasons))
+	}
+	if got := (mustCounter(t, reg, "cdp_engine_dropped_total", "odd")); got != 80 {
+		t.Fatalf("dropped{reason=odd} = %v, want 80", got)
+	}
+	if got := (mustCounter(t, reg, "cdp_engine_dead_letter_total", "malformed_json")); got != 20 {
+		t.Fatalf("dead_letter{malformed_json} = %v, want 20", got)
+	}
+	if len(src.committed) != 20 {
+		t.Fatalf("committed %d batches, want 20", len(src.committed))
+	}
+	for i, o := range src.committed {
+		if o.Next != int64(i*10+10) {
+			t.Fatalf("commit %d next=%d, want %d (commits out of order)", i, o.Next, i*10+10)
+		}
+	}
+	st := r.Stats()
+	if st.Received != 200 || st.Valid != 180 || st.Dead != 20 || st.Sent[0] != 180 || st.Sent[1] != 100 || st.Dropped[1] != 80 || st.Committed != 20 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+// mustCounter finds the counter of family name whose label values include v.
+func mustCounter(t *testing.T, reg *prometheus.Registry, name, v string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.Metric {
+			for _, l := range m.Label {
+				if l.GetValue() == v {
+					return m.Counter.GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no series %s{...=%q}", name, v)
+	return 0
+}
+
+func TestRunnerSinkFailureCommitsNothingAfter(t *testing.T) {
+	src := &sliceSource{}
+	alloc := memory.NewGoAllocator()
+	for i := 0; i < 5; i++ {
+		src.batches = append(src.batches, makeBatch(t, alloc, "b", int64(i*3), 3))
+	}
+	bad := &memSink{name: "bad", fail: errors.New("disk full")}
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil, []engine.SinkSpec{{Sink: &memSink{name: "ok"}}, {Sink: bad}}, &memDead{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "sink bad: disk full") {
+		t.Fatalf("Run error = %v, want the sink's error", err)
+	}
+	if len(src.committed) != 0 {
+		t.Fatalf("committed %v after a failed write", src.committed)
+	}
+}
+
+func TestRunnerDeadLettersWithoutSinkFail(t *testing.T) {
+	src := &sliceSource{batches: []*engine.Batch{makeBatch(t, memory.NewGoAllocator(), "b", 0, 1, "too_large")}}
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil, []engine.SinkSpec{{Sink: &memSink{name: "ok"}}}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "no dead-letter sink") {
+		t.Fatalf("Run error = %v, want a refusal to drop dead letters", err)
+	}
+	if len(src.committed) != 0 {
+		t.Fatal("a batch whose dead letters had nowhere to go was committed")
+	}
+}
+
+func TestRunnerCancelDrainsInFlight(t *testing.T) {
+	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer alloc.AssertSize(t, 0)
+	src := &sliceSource{block: true}
+	for i := 0; i < 8; i++ {
+		src.batches = append(src.batches, makeBatch(t, alloc, fmt.Sprint(i), int64(i*2), 2))
+	}
+	s := &memSink{name: "s"}
+	r, err := engine.NewRunner(engine.RunnerConfig{QueueDepth: 1}, src, nil, []engine.SinkSpec{{Sink: s}}, &memDead{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	for r.Stats().Batches < 8 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("drain returned %v", err)
+	}
+	if len(s.ids) != 16 || len(src.committed) != 8 {
+		t.Fatalf("after drain: %d rows written, %d commits; want 16 and 8", len(s.ids), len(src.committed))
+	}
+	if !slices.IsSortedFunc(src.committed, func(a, b engine.Offset) int { return int(a.Next - b.Next) }) {
+		t.Fatal("commits out of order")
+	}
+}
+
+func TestRunnerConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  engine.RunnerConfig
+		want string
+	}{
+		{engine.RunnerConfig{QueueDepth: -1}, "queue_depth"},
+		{engine.RunnerConfig{QueueDepth: 1, DrainTimeout: -time.Second}, "drain_timeout"},
+	} {
+		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate(%+v) = %v, want an error naming %s", tc.cfg, err, tc.want)
+		}
+	}
+}
