@@ -1,0 +1,372 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/engine/sink"
+	"github.com/cdpstream/cdpstream/ingest"
+)
+
+// Options selects and sizes the harness's workloads.
+type Options struct {
+	// Events per in-memory workload. Default 1,000,000.
+	Events int
+	// KafkaEvents for the run through the embedded broker; 0 skips it.
+	KafkaEvents int
+	// Corpus is the number of distinct generated records (cycled). Default 100,000.
+	Corpus int
+	// Only runs the workloads whose name contains this string ("" = all).
+	Only string
+	// Progress receives a progress bar; nil for none.
+	Progress io.Writer
+}
+
+// Result is one workload's measurement.
+type Result struct {
+	Name            string  `json:"name"`
+	Events          int64   `json:"events"`
+	Bytes           int64   `json:"bytes"`
+	Seconds         float64 `json:"seconds"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	EventsPerSec    float64 `json:"events_per_sec"`
+	EventsPerCPUSec float64 `json:"events_per_cpu_sec"`
+	NsPerEvent      float64 `json:"ns_per_event"`
+	MBPerSec        float64 `json:"mb_per_sec"`
+	AllocsPerEvent  float64 `json:"allocs_per_event"`
+	BytesPerEvent   float64 `json:"alloc_bytes_per_event"`
+}
+
+// Report is what `cdpstream bench -json` writes.
+type Report struct {
+	Machine struct {
+		CPUs   int    `json:"cpus"`
+		GOOS   string `json:"goos"`
+		GOARCH string `json:"goarch"`
+		Go     string `json:"go"`
+	} `json:"machine"`
+	Started time.Time          `json:"started"`
+	Results []Result           `json:"results"`
+	Ratios  map[string]float64 `json:"ratios"`
+}
+
+// workload runs once and returns the events and input bytes it processed.
+// setup, if set, runs before the clock starts and returns a cleanup.
+type workload struct {
+	name  string
+	setup func(ctx context.Context) (cleanup func(), err error)
+	run   func(ctx context.Context, progress func(done int64)) (events, bytes int64, err error)
+	n     int64
+}
+
+// Run runs the workloads in order, on one machine in one process, so their
+// ratios are comparable, and returns the report.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	if opts.Events <= 0 {
+		opts.Events = 1_000_000
+	}
+	if opts.Corpus <= 0 {
+		opts.Corpus = 100_000
+	}
+	rep := &Report{Started: time.Now().UTC(), Ratios: map[string]float64{}}
+	rep.Machine.CPUs, rep.Machine.GOOS, rep.Machine.GOARCH, rep.Machine.Go = runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version()
+
+	corpus := NewCorpus(min(opts.Corpus, max(opts.Events, opts.KafkaEvents)), GenConfig{Seed: 1, MalformedShare: 0.01})
+	ws := []workload{
+		{name: "DecodeBatch", n: int64(opts.Events), run: func(_ context.Context, p func(int64)) (int64, int64, error) {
+			return decodeBatch(corpus, opts.Events, p)
+		}},
+		{name: "PipelineInMem", n: int64(opts.Events), run: func(ctx context.Context, p func(int64)) (int64, int64, error) {
+			b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, memory.DefaultAllocator)
+			if err != nil {
+				return 0, 0, err
+			}
+			return runPipeline(ctx, NewMemSource(corpus, b, opts.Events), p)
+		}},
+		{name: "BaselineJSONInMem", n: int64(opts.Events), run: func(ctx context.Context, p func(int64)) (int64, int64, error) {
+			return runPipeline(ctx, NewNaiveSource(corpus, opts.Events, 4096), p)
+		}},
+	}
+	if opts.KafkaEvents > 0 {
+		var brokers []string
+		ws = append(ws, workload{name: "PipelineKafka", n: int64(opts.KafkaEvents),
+			setup: func(ctx context.Context) (func(), error) {
+				cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "bench.in"), kfake.SeedTopics(3, "bench.out"))
+				if err != nil {
+					return nil, err
+				}
+				brokers = cluster.ListenAddrs()
+				return cluster.Close, preload(ctx, brokers, corpus, opts.KafkaEvents)
+			},
+			run: func(ctx context.Context, p func(int64)) (int64, int64, error) {
+				return runKafka(ctx, brokers, corpus, opts.KafkaEvents, p)
+			}})
+	}
+	for _, w := range ws {
+		if opts.Only != "" && !strings.Contains(w.name, opts.Only) {
+			continue
+		}
+		r, err := measure(ctx, w, opts.Progress)
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", w.name, err)
+		}
+		rep.Results = append(rep.Results, r)
+	}
+	get := func(name string) *Result {
+		for i := range rep.Results {
+			if rep.Results[i].Name == name {
+				return &rep.Results[i]
+			}
+		}
+		return nil
+	}
+	if p, b := get("PipelineInMem"), get("BaselineJSONInMem"); p != nil && b != nil {
+		rep.Ratios["pipeline_vs_baseline_events_per_sec"] = p.EventsPerSec / b.EventsPerSec
+		rep.Ratios["pipeline_vs_baseline_events_per_cpu_sec"] = p.EventsPerCPUSec / b.EventsPerCPUSec
+	}
+	return rep, nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func measure(ctx context.Context, w workload, progress io.Writer) (Result, error) {
+	if w.setup != nil {
+		cleanup, err := w.setup(ctx)
+		if cleanup != nil {
+			defer cleanup()
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("setup: %w", err)
+		}
+	}
+	runtime.GC()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0, t0 := cpuTime(), time.Now()
+	bar := newBar(progress, w.name, w.n)
+	events, bytes, err := w.run(ctx, bar.set)
+	el, cpu := time.Since(t0), cpuTime()-cpu0
+	bar.done()
+	runtime.ReadMemStats(&ms1)
+	if err != nil {
+		return Result{}, err
+	}
+	if events == 0 {
+		return Result{}, errors.New("processed no events")
+	}
+	r := Result{Name: w.name, Events: events, Bytes: bytes, Seconds: el.Seconds(), CPUSeconds: cpu.Seconds()}
+	r.EventsPerSec = float64(events) / r.Seconds
+	if r.CPUSeconds > 0 {
+		r.EventsPerCPUSec = float64(events) / r.CPUSeconds
+	}
+	r.NsPerEvent = float64(el.Nanoseconds()) / float64(events)
+	r.MBPerSec = float64(bytes) / 1e6 / r.Seconds
+	r.AllocsPerEvent = float64(ms1.Mallocs-ms0.Mallocs) / float64(events)
+	r.BytesPerEvent = float64(ms1.TotalAlloc-ms0.TotalAlloc) / float64(events)
+	return r, nil
+}
+
+// decodeBatch measures decode + Arrow append on one goroutine.
+func decodeBatch(c *Corpus, n int, progress func(int64)) (int64, int64, error) {
+	b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, memory.DefaultAllocator)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer b.Release()
+	var bytes int64
+	for i := 0; i < n; i++ {
+		j := i % len(c.Records)
+		bytes += int64(len(c.Records[j]))
+		if b.Add(c.Records[j], c.Keys[j], engine.Position{Topic: "mem", Offset: int64(i)}, -1, time.Time{}) {
+			b.Flush().Release()
+			progress(int64(i + 1))
+		}
+	}
+	if fb := b.Flush(); fb != nil {
+		fb.Release()
+	}
+	return int64(n), bytes, nil
+}
+
+// runPipeline runs src through the runner into a discarding sink.
+func runPipeline(ctx context.Context, src engine.Source, progress func(int64)) (int64, int64, error) {
+	defer src.Close()
+	d := &DiscardSink{}
+	dead := &DiscardDead{}
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil, []engine.SinkSpec{{Sink: d}}, dead, nil, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	stop := pollProgress(func() int64 { return int64(r.Stats().Received) }, progress)
+	err = r.Run(ctx)
+	stop()
+	st := r.Stats()
+	if st.Received == 0 {
+		return 0, 0, errors.New("runner received nothing")
+	}
+	return int64(st.Received), d.Bytes, err
+}
+
+func pollProgress(get func() int64, progress func(int64)) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				progress(get())
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// runKafka runs the real Kafka source and a real Kafka sink (lz4) against
+// the embedded broker that setup pre-loaded with n records, until every
+// record is consumed and committed. The broker runs in this process, so its
+// CPU time is part of the measurement.
+func runKafka(ctx context.Context, brokers []string, c *Corpus, n int, progress func(int64)) (int64, int64, error) {
+	b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, memory.DefaultAllocator)
+	if err != nil {
+		return 0, 0, err
+	}
+	src, err := ingest.NewKafkaSource(ingest.KafkaConfig{Client: sink.KafkaClientConfig{Brokers: brokers}, Group: "bench", Topics: []string{"bench.in"}}, b, nil, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer src.Close()
+	out, err := sink.New(sink.Config{Name: "kafka", Kafka: &sink.KafkaConfig{Topic: "bench.out", Compression: "lz4", Client: sink.KafkaClientConfig{Brokers: brokers}}})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer out.Close()
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil, []engine.SinkSpec{{Sink: out}}, &DiscardDead{}, nil, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(runCtx) }()
+	for {
+		st := r.Stats()
+		progress(int64(st.Received))
+		if st.Received >= uint64(n) && st.Committed == st.Batches {
+			break
+		}
+		select {
+		case err := <-errc:
+			return int64(st.Received), 0, fmt.Errorf("pipeline stopped early: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		return 0, 0, err
+	}
+	var bytes int64
+	for i := 0; i < n; i++ {
+		bytes += int64(len(c.Records[i%len(c.Records)]))
+	}
+	return int64(n), bytes, nil
+}
+
+func preload(ctx context.Context, brokers []string, c *Corpus, n int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("bench.in"), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var perr error
+	for i := 0; i < n; i++ {
+		j := i % len(c.Records)
+		cl.Produce(ctx, &kgo.Record{Key: c.Keys[j], Value: c.Records[j]}, func(_ *kgo.Record, err error) {
+			if err != nil && perr == nil {
+				perr = err
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return err
+	}
+	return perr
+}
+
+// WriteBenchstat writes one benchstat-format line per result.
+func (r *Report) WriteBenchstat(w io.Writer) {
+	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/cdpstream/cdpstream/bench\ncpu-count: %d\n", r.Machine.GOOS, r.Machine.GOARCH, r.Machine.CPUs)
+	for _, x := range r.Results {
+		fmt.Fprintf(w, "BenchmarkE2E/%s-%d\t%d\t%.1f ns/op\t%.2f MB/s\t%.0f events/s\t%.0f events/cpu-s\t%.2f allocs/op\t%.0f B/op\n",
+			x.Name, runtime.GOMAXPROCS(0), x.Events, x.NsPerEvent, x.MBPerSec, x.EventsPerSec, x.EventsPerCPUSec, x.AllocsPerEvent, x.BytesPerEvent)
+	}
+	keys := make([]string, 0, len(r.Ratios))
+	for k := range r.Ratios {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "# ratio %s = %.2fx\n", k, r.Ratios[k])
+	}
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// bar is a one-line progress bar on a terminal or log.
+type bar struct {
+	w     io.Writer
+	name  string
+	total int64
+	last  time.Time
+}
+
+func newBar(w io.Writer, name string, total int64) *bar { return &bar{w: w, name: name, total: total} }
+
+func (b *bar) set(done int64) {
+	if b.w == nil || time.Since(b.last) < 200*time.Millisecond {
+		return
+	}
+	b.last = time.Now()
+	b.draw(done)
+}
+
+func (b *bar) draw(done int64) {
+	const width = 30
+	f := float64(done) / float64(max(b.total, 1))
+	f = min(f, 1)
+	n := int(f * width)
+	fmt.Fprintf(b.w, "\r%-18s [%s%s] %3.0f%%", b.name, strings.Repeat("=", n), strings.Repeat(" ", width-n), f*100)
+}
+
+func (b *bar) done() {
+	if b.w != nil {
+		b.draw(b.total)
+		fmt.Fprintln(b.w)
+	}
+}

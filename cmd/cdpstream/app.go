@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/engine/sink"
+	"github.com/cdpstream/cdpstream/ingest"
+)
+
+// app is one wired instance: source, stages, sinks, runner and HTTP
+// server, built from a Config. `run` and `demo` share it, so the demo runs
+// exactly what production runs.
+type app struct {
+	cfg    *Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	src    engine.Source
+	kafka  *ingest.KafkaSource // nil for a file source
+	file   *ingest.FileSource  // nil for a Kafka source
+	sinks  []engine.Sink
+	dead   engine.DeadLetterSink
+	runner *engine.Runner
+	srv    *engine.Server
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// build wires an instance. stdin is used by a file source with path "-".
+// On error everything built so far is closed.
+func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
+	a = &app{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.close()
+			a = nil
+		}
+	}()
+	m := engine.NewMetrics(a.reg)
+	m.PreregisterReasons(ingest.Reasons)
+
+	b, err := ingest.NewBatcher(cfg.Decode, cfg.Batch, memory.DefaultAllocator)
+	if err != nil {
+		return a, err
+	}
+	switch {
+	case cfg.Source.Kafka != nil:
+		a.kafka, err = ingest.NewKafkaSource(*cfg.Source.Kafka, b, a.reg, log)
+		a.src = a.kafka
+	default:
+		var r io.Reader
+		if cfg.Source.File.Path == "-" {
+			r = stdin
+		}
+		a.file, err = ingest.NewFileSource(*cfg.Source.File, b, r)
+		a.src = a.file
+	}
+	if err != nil {
+		b.Release()
+		a.src = nil
+		return a, err
+	}
+
+	specs := make([]engine.SinkSpec, 0, len(cfg.Sinks))
+	for i, sc := range cfg.Sinks {
+		s, err := sink.New(sc)
+		if err != nil {
+			return a, fmt.Errorf("sinks[%d].%w", i, err)
+		}
+		a.sinks = append(a.sinks, s)
+		specs = append(specs, engine.SinkSpec{Sink: s})
+	}
+	if a.dead, err = sink.NewDeadLetter(cfg.DeadLetter); err != nil {
+		return a, fmt.Errorf("dead_letter.%w", err)
+	}
+	a.runner, err = engine.NewRunner(cfg.Runner, a.src, nil, specs, a.dead, m, log)
+	if err != nil {
+		return a, err
+	}
+	a.srv, err = engine.NewServer(cfg.HTTP, a.reg, log)
+	if err != nil {
+		return a, err
+	}
+	a.srv.AddReadyCheck("pipeline", func(context.Context) error {
+		if !a.runner.Running() {
+			return errors.New("pipeline is not running")
+		}
+		return nil
+	})
+	if a.kafka != nil {
+		a.srv.AddReadyCheck("kafka", func(ctx context.Context) error { return a.kafka.Ping(ctx) })
+	}
+	return a, nil
+}
+
+// run serves HTTP and runs the pipeline until the source ends, ctx is
+// cancelled (graceful drain) or a component fails.
+func (a *app) run(ctx context.Context) error {
+	if err := a.srv.Listen(); err != nil {
+		return err
+	}
+	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- a.srv.Serve(srvCtx) }()
+	a.log.Info("pipeline starting", "http", a.srv.Addr(), "sinks", len(a.sinks))
+	err := a.runner.Run(ctx)
+	stopSrv()
+	if serr := <-srvErr; serr != nil && err == nil {
+		err = fmt.Errorf("http server: %w", serr)
+	}
+	return err
+}
+
+// close closes every component that was built, source first (so no more
+// records arrive), then the sinks.
+func (a *app) close() error {
+	var errs []error
+	if a.src != nil {
+		errs = append(errs, a.src.Close())
+	}
+	for _, s := range a.sinks {
+		errs = append(errs, s.Close())
+	}
+	if a.dead != nil {
+		errs = append(errs, a.dead.Close())
+	}
+	return errors.Join(errs...)
+}

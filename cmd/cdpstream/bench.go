@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/cdpstream/cdpstream/bench"
+)
+
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o bench.Options
+	fs.IntVar(&o.Events, "events", 1_000_000, "events per in-memory workload")
+	fs.IntVar(&o.KafkaEvents, "kafka-events", 200_000, "events through the embedded Kafka broker (0: skip)")
+	fs.IntVar(&o.Corpus, "corpus", 100_000, "distinct generated records, cycled")
+	fs.StringVar(&o.Only, "run", "", "only workloads whose name contains this")
+	jsonPath := fs.String("json", "", "also write a JSON summary to this file")
+	quiet := fs.Bool("q", false, "no progress bar")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.Events < 1 || o.KafkaEvents < 0 || o.Corpus < 1 {
+		return usageError{fmt.Errorf("-events and -corpus must be >= 1, -kafka-events >= 0")}
+	}
+	if !*quiet {
+		o.Progress = stderr
+	}
+	rep, err := bench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	rep.WriteBenchstat(stdout)
+	if *jsonPath != "" {
+		f, err := os.Create(*jsonPath)
+		if err != nil {
+			return fmt.Errorf("-json: %w", err)
+		}
+		if err := rep.WriteJSON(f); err != nil {
+			f.Close()
+			return fmt.Errorf("-json: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("-json: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/engine/sink"
+	"github.com/cdpstream/cdpstream/ingest"
+)
+
+// Config is the YAML file of `cdpstream run`. Each block is the Config of
+// the package that owns it; this type only composes them and prefixes
+// their validation errors with the block's path.
+type Config struct {
+	// DataDir holds the instance's state (Pebble). Default "./data".
+	DataDir string `yaml:"data_dir"`
+	Log     struct {
+		// Level: debug, info (default), warn, error.
+		Level string `yaml:"level"`
+		// Format: text (default) or json.
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+	Source struct {
+		Kafka *ingest.KafkaConfig `yaml:"kafka"`
+		File  *ingest.FileConfig  `yaml:"file"`
+	} `yaml:"source"`
+	Decode     ingest.DecodeConfig   `yaml:"decode"`
+	Batch      ingest.BatchConfig    `yaml:"batch"`
+	Runner     engine.RunnerConfig   `yaml:"runner"`
+	Sinks      []sink.Config         `yaml:"sinks"`
+	DeadLetter sink.DeadLetterConfig `yaml:"dead_letter"`
+	HTTP       engine.ServerConfig   `yaml:"http"`
+}
+
+// loadConfig reads path strictly: an unknown field is an error naming it
+// and its line, so a typo never silently falls back to a default.
+func loadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read config: %w", err)
+	}
+	return parseConfig(data)
+}
+
+func parseConfig(data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return &cfg, nil
+}
+
+func (c *Config) defaults() {
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Source.Kafka != nil {
+		c.Source.Kafka.Defaults()
+	}
+	c.Decode.Defaults()
+	c.Batch.Defaults()
+	c.Runner.Defaults()
+	for i := range c.Sinks {
+		if c.Source.Kafka != nil {
+			if k := c.Sinks[i].Kafka; k != nil {
+				k.Client.Inherit(c.Source.Kafka.Client)
+			}
+		}
+		c.Sinks[i].Defaults()
+	}
+	if c.Source.Kafka != nil && c.DeadLetter.Kafka != nil {
+		c.DeadLetter.Kafka.Client.Inherit(c.Source.Kafka.Client)
+	}
+	c.DeadLetter.Defaults()
+	c.HTTP.Defaults()
+}
+
+func (c *Config) validate() error {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
+	switch {
+	case c.Source.Kafka == nil && c.Source.File == nil:
+		return errors.New("source: set exactly one of source.kafka or source.file")
+	case c.Source.Kafka != nil && c.Source.File != nil:
+		return errors.New("source: set only one of source.kafka and source.file")
+	case c.Source.Kafka != nil:
+		if err := c.Source.Kafka.Validate(); err != nil {
+			return fmt.Errorf("source.kafka.%w", err)
+		}
+	default:
+		if err := c.Source.File.Validate(); err != nil {
+			return fmt.Errorf("source.file.%w", err)
+		}
+	}
+	if err := c.Decode.Validate(); err != nil {
+		return err // already names decode.<field>
+	}
+	if err := c.Batch.Validate(); err != nil {
+		return err
+	}
+	if err := c.Runner.Validate(); err != nil {
+		return fmt.Errorf("runner.%w", err)
+	}
+	if len(c.Sinks) == 0 {
+		return errors.New("sinks: at least one sink is required")
+	}
+	names := map[string]int{}
+	for i := range c.Sinks {
+		if err := c.Sinks[i].Validate(); err != nil {
+			return fmt.Errorf("sinks[%d].%w", i, err)
+		}
+		if j, dup := names[c.Sinks[i].Name]; dup {
+			return fmt.Errorf("sinks[%d].name: %q is already the name of sinks[%d]", i, c.Sinks[i].Name, j)
+		}
+		names[c.Sinks[i].Name] = i
+	}
+	if err := c.DeadLetter.Validate(); err != nil {
+		return fmt.Errorf("dead_letter.%w", err)
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return fmt.Errorf("http.%w", err)
+	}
+	return nil
+}

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdpstream/cdpstream/bench"
+	"github.com/cdpstream/cdpstream/engine/sink"
+	"github.com/cdpstream/cdpstream/ingest"
+)
+
+const (
+	demoInput  = "events"
+	demoOutput = "events.processed"
+	demoGroup  = "cdpstream-demo"
+)
+
+type demoFlags struct {
+	events     int
+	duration   time.Duration
+	rate       int
+	dataDir    string
+	httpAddr   string
+	partitions int
+	people     int
+	malformed  float64
+	logLevel   string
+}
+
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f demoFlags
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&f.events, "events", 0, "stop after producing this many events (0: use -duration)")
+	fs.DurationVar(&f.duration, "duration", 20*time.Second, "how long to produce events when -events is 0")
+	fs.IntVar(&f.rate, "rate", 20000, "events per second to produce (0: as fast as possible)")
+	fs.StringVar(&f.dataDir, "data", "cdpstream-demo", "directory for the output files and state")
+	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "HTTP listen address for /metrics, /healthz, /readyz (port 0: any free port)")
+	fs.IntVar(&f.partitions, "partitions", 3, "partitions of the input topic")
+	fs.IntVar(&f.people, "people", 20000, "distinct people in the generated traffic")
+	fs.Float64Var(&f.malformed, "malformed", 0.01, "share of deliberately malformed records")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case f.events < 0:
+		return usageError{errors.New("-events: must be >= 0")}
+	case f.events == 0 && f.duration <= 0:
+		return usageError{errors.New("-duration: must be > 0 when -events is 0")}
+	case f.rate < 0:
+		return usageError{errors.New("-rate: must be >= 0")}
+	case f.partitions < 1:
+		return usageError{errors.New("-partitions: must be >= 1")}
+	case f.people < 1:
+		return usageError{errors.New("-people: must be >= 1")}
+	case f.malformed < 0 || f.malformed > 1:
+		return usageError{errors.New("-malformed: must be between 0 and 1")}
+	}
+	return runDemo(ctx, f, stdout, stderr)
+}
+
+func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
+	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
+		return fmt.Errorf("cannot create -data %s: %w", f.dataDir, err)
+	}
+	outFile := filepath.Join(f.dataDir, "processed.ndjson")
+	deadFile := filepath.Join(f.dataDir, "dead-letter.ndjson")
+	for _, p := range []string{outFile, deadFile} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1),
+		kfake.SeedTopics(int32(f.partitions), demoInput), kfake.SeedTopics(3, demoOutput))
+	if err != nil {
+		return fmt.Errorf("cannot start the embedded Kafka broker: %w", err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+
+	cfg := &Config{DataDir: f.dataDir}
+	cfg.Log.Level = f.logLevel
+	cfg.Source.Kafka = &ingest.KafkaConfig{Client: sink.KafkaClientConfig{Brokers: brokers}, Group: demoGroup, Topics: []string{demoInput}}
+	cfg.Sinks = []sink.Config{
+		{Name: "kafka-out", Kafka: &sink.KafkaConfig{Topic: demoOutput, Compression: "zstd", Key: sink.KeyProfileID}},
+		{Name: "file-out", File: &sink.FileConfig{Path: outFile, Format: sink.FormatNDJSON}},
+	}
+	cfg.DeadLetter.File = &sink.DeadLetterFileConfig{Path: deadFile}
+	cfg.HTTP.Addr = f.httpAddr
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return usageError{err}
+	}
+	log := newLogger(cfg, stderr)
+	a, err := build(cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+
+	fmt.Fprintf(stdout, "cdpstream demo: embedded Kafka broker at %s, topics %q (%d partitions) -> %q\n", strings.Join(brokers, ","), demoInput, f.partitions, demoOutput)
+	if err := a.srv.Listen(); err != nil {
+		return usageError{fmt.Errorf("%w (pick another with -http 127.0.0.1:0)", err)}
+	}
+	fmt.Fprintf(stdout, "HTTP on http://%s  (try /metrics, /healthz, /readyz)\n", a.srv.Addr())
+	fmt.Fprintf(stdout, "output: Kafka topic %q, file %s; dead letters: %s\n\n", demoOutput, outFile, deadFile)
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	runErr := make(chan error, 1)
+	start := time.Now()
+	go func() { runErr <- a.run(runCtx) }()
+
+	// Produce on its own client, as an application would.
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(demoInput),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	var produced, produceErrs atomic.Int64
+	genDone := make(chan struct{})
+	go func() {
+		defer close(genDone)
+		produce(ctx, prod, f, &produced, &produceErrs)
+	}()
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastIn uint64
+	lastT := start
+	genFinished := false
+	var err2 error
+loop:
+	for {
+		select {
+		case <-genDone:
+			genDone = nil
+			genFinished = true
+			if err := prod.Flush(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("producer flush", "err", err)
+			}
+		case <-tick.C:
+			st := a.runner.Stats()
+			now := time.Now()
+			rate := float64(st.Received-lastIn) / now.Sub(lastT).Seconds()
+			lastIn, lastT = st.Received, now
+			fmt.Fprintf(stdout, "[%4.0fs] produced %s  in %s  out %s  dead %s  | %s ev/s  lag %s  batches %s\n",
+				now.Sub(start).Seconds(), human(uint64(produced.Load())), human(st.Received), human(st.Sent[0]), human(st.Dead),
+				human(uint64(rate)), human(uint64(a.kafka.Lag())), human(st.Committed))
+			if genFinished && st.Received >= uint64(produced.Load()) && st.Committed == st.Batches {
+				break loop
+			}
+		case err2 = <-runErr:
+			runErr = nil
+			break loop
+		case <-ctx.Done():
+			fmt.Fprintln(stdout, "interrupted: draining the batches in flight...")
+			break loop
+		}
+	}
+	stopRun()
+	if runErr != nil {
+		err2 = <-runErr
+	}
+	elapsed := time.Since(start)
+	<-genDoneOr(genDone)
+	printSummary(stdout, a, brokers, elapsed, produced.Load(), produceErrs.Load(), outFile, deadFile)
+	return err2
+}
+
+func genDoneOr(c chan struct{}) <-chan struct{} {
+	if c == nil {
+		d := make(chan struct{})
+		close(d)
+		return d
+	}
+	return c
+}
+
+// produce writes generated events at f.rate per second (or as fast as the
+// broker takes them) until f.events or f.duration is reached.
+func produce(ctx context.Context, cl *kgo.Client, f demoFlags, produced, errs *atomic.Int64) {
+	g := bench.NewGenerator(bench.GenConfig{Seed: uint64(time.Now().UnixNano()), People: f.people, MalformedShare: f.malformed})
+	deadline := time.Now().Add(f.duration)
+	const slice = 10 * time.Millisecond
+	perSlice := f.rate / int(time.Second/slice)
+	next := time.Now()
+	for ctx.Err() == nil {
+		if f.events > 0 && produced.Load() >= int64(f.events) {
+			return
+		}
+		if f.events == 0 && time.Now().After(deadline) {
+			return
+		}
+		n := 256
+		if f.rate > 0 {
+			n = max(perSlice, 1)
+			next = next.Add(slice)
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		if f.events > 0 {
+			n = min(n, f.events-int(produced.Load()))
+		}
+		for i := 0; i < n; i++ {
+			val, key, _ := g.Next(nil)
+			produced.Add(1)
+			cl.Produce(ctx, &kgo.Record{Key: []byte(key), Value: val}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					errs.Add(1)
+				}
+			})
+		}
+	}
+}
+
+func printSummary(w io.Writer, a *app, brokers []string, elapsed time.Duration, produced, produceErrs int64, outFile, deadFile string) {
+	st := a.runner.Stats()
+	fmt.Fprintf(w, "\nsummary after %s\n", elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "  produced          %s events (%d produce errors)\n", human(uint64(produced)), produceErrs)
+	fmt.Fprintf(w, "  consumed          %s records in %s batches (%s ev/s)\n", human(st.Received), human(st.Batches), human(uint64(float64(st.Received)/elapsed.Seconds())))
+	fmt.Fprintf(w, "  valid             %s\n", human(st.Valid))
+	fmt.Fprintf(w, "  dead-lettered     %s  -> %s\n", human(st.Dead), deadFile)
+	byReason := deadByReason(a)
+	reasons := make([]string, 0, len(byReason))
+	for r := range byReason {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(w, "      %-18s %s\n", r, human(byReason[r]))
+	}
+	for i, s := range a.sinks {
+		fmt.Fprintf(w, "  sink %-12s %s events\n", s.Name(), human(st.Sent[i]))
+	}
+	adm := kadm.NewClient(mustClient(brokers))
+	defer adm.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if ends, err := adm.ListEndOffsets(ctx, demoOutput); err == nil {
+		var total int64
+		ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+		fmt.Fprintf(w, "  topic %-11s %s records (read back from the broker)\n", demoOutput, human(uint64(total)))
+	}
+	if offs, err := adm.FetchOffsets(ctx, demoGroup); err == nil {
+		var total int64
+		offs.Each(func(o kadm.OffsetResponse) { total += o.At })
+		fmt.Fprintf(w, "  committed offset  %s of group %q\n", human(uint64(total)), demoGroup)
+	}
+	fmt.Fprintf(w, "  output file       %s\n", outFile)
+}
+
+func mustClient(brokers []string) *kgo.Client {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		panic(err) // only fails on invalid options, which these are not
+	}
+	return cl
+}
+
+// deadByReason reads the dead-letter counter from the registry, so the
+// summary shows exactly what /metrics shows.
+func deadByReason(a *app) map[string]uint64 {
+	out := map[string]uint64{}
+	mfs, err := a.reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "cdp_engine_dead_letter_total" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			if v := m.GetCounter().GetValue(); v > 0 {
+				out[m.Label[0].GetValue()] = uint64(v)
+			}
+		}
+	}
+	return out
+}
+
+// human formats n with thousands separators.
+func human(n uint64) string {
+	s := fmt.Sprint(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
