@@ -1,0 +1,310 @@
+package identity
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	stdhash "hash"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors returned by Graph.
+var (
+	ErrSecretMismatch = errors.New("identity: store was written under another identifier secret")
+	ErrNotFound       = errors.New("identity: not found")
+	ErrOpConflict     = errors.New("identity: operation conflicts with the graph")
+)
+
+const secretCheck = "cdpstream identity secret check v1"
+
+// Graph is the identity graph in Pebble: identifiers, profiles, and the
+// merge log. All its methods are safe for concurrent use; they serialise on
+// one mutex, and the Stage holds it for the whole of a batch.
+type Graph struct {
+	cfg Config
+	db  *pebble.DB
+	m   *metrics
+	// now stamps operations that do not come from an event (removal, split).
+	now func() time.Time
+
+	mu     sync.Mutex
+	mac    stdhash.Hash
+	macBuf []byte
+	sumBuf []byte
+	kbuf   []byte
+	types  map[string]*typeInfo
+	byID   []*typeInfo // by persisted type id; byID[0] is nil
+	maxPri int
+	next   uint32 // next profile id
+	seq    uint64 // next merge-log sequence number
+	idc    *genCache[hash, uint32]
+	pc     *genCache[uint32, *profile]
+}
+
+// typeInfo is the runtime form of one identifier type.
+type typeInfo struct {
+	name   string
+	id     uint16 // persisted id; 0 until the type is first stored
+	norm   normFunc
+	prio   int
+	unique bool
+	limit  Limit
+	block  *matcher
+	label  string // metric label: the name for configured types, "other" otherwise
+	use    bool   // values of this type take part in resolution
+}
+
+// New opens the identity graph stored in db. db stays owned by the caller
+// and must outlive the Graph. Metrics are registered on reg (nil: not
+// registered).
+func New(cfg Config, db *pebble.DB, reg prometheus.Registerer) (*Graph, error) {
+	cfg.Types = slices.Clone(cfg.Types)
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	g := &Graph{
+		cfg:    cfg,
+		db:     db,
+		m:      m,
+		now:    time.Now,
+		mac:    hmac.New(sha256.New, []byte(cfg.secret())),
+		types:  make(map[string]*typeInfo),
+		byID:   []*typeInfo{nil},
+		next:   1,
+		seq:    1,
+		sumBuf: make([]byte, 0, sha256.Size),
+	}
+	g.idc = newGenCache[hash](cfg.CacheBytes*3/4, identSize)
+	g.pc = newGenCache[uint32](cfg.CacheBytes/4, profileSize)
+	for i := range cfg.Types {
+		t := &cfg.Types[i]
+		blk, err := newMatcher(t.Blocked, t.BlockedRegex)
+		if err != nil {
+			return nil, err // Validate compiled them already
+		}
+		g.types[t.Name] = &typeInfo{name: t.Name, norm: normalisers[t.Normalize], prio: t.Priority,
+			unique: t.Unique, limit: t.Limit, block: blk, label: t.Name, use: true}
+		g.maxPri = max(g.maxPri, t.Priority)
+	}
+	if err := g.load(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// load reads the secret check, the counters and the type dictionary.
+func (g *Graph) load() error {
+	var want hash
+	g.hashInto(&want, "", []byte(secretCheck))
+	k := []byte{prefixMeta, metaSecret}
+	v, closer, err := g.db.Get(k)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		if err := g.db.Set(k, want[:], pebble.Sync); err != nil {
+			return fmt.Errorf("cannot store identity secret check: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("cannot read identity secret check: %w", err)
+	default:
+		same := bytes.Equal(v, want[:])
+		closer.Close()
+		if !same {
+			return ErrSecretMismatch
+		}
+	}
+	v, closer, err = g.db.Get([]byte{prefixMeta, metaCounters})
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("cannot read identity counters: %w", err)
+	default:
+		g.next, g.seq, err = decodeCounters(v)
+		closer.Close()
+		if err != nil {
+			return err
+		}
+	}
+	it, err := g.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixType}, UpperBound: []byte{prefixType + 1}})
+	if err != nil {
+		return fmt.Errorf("cannot read identifier types: %w", err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		name := string(it.Key()[1:])
+		val := it.Value()
+		d := decoder{b: val[min(1, len(val)):]}
+		id := d.uvarint()
+		if len(val) < 2 || val[0] != valueV1 || d.err != nil || id == 0 || id >= maxTypes {
+			return corrupt("type dictionary")
+		}
+		for len(g.byID) <= int(id) {
+			g.byID = append(g.byID, nil)
+		}
+		t := g.types[name]
+		if t == nil {
+			t = g.newUnknownType(name)
+		}
+		t.id = uint16(id)
+		g.byID[id] = t
+	}
+	for i, t := range g.byID {
+		if i > 0 && t == nil {
+			return corrupt("type dictionary has a gap")
+		}
+	}
+	return it.Error()
+}
+
+// newUnknownType registers a type that is not configured. It resolves only
+// when UnknownTypes is "accept".
+func (g *Graph) newUnknownType(name string) *typeInfo {
+	blk, _ := newMatcher(defaultBlocked, defaultBlockedRegex)
+	t := &typeInfo{name: name, norm: normTrim, prio: g.maxPri + 1, block: blk, label: "other",
+		use: g.cfg.UnknownTypes == "accept"}
+	g.types[name] = t
+	return t
+}
+
+// typeByName returns the type called name, registering an unknown type on
+// first sight; nil when the type table is full. name may alias a reused
+// buffer: it is copied when kept.
+func (g *Graph) typeByName(name string) *typeInfo {
+	if t := g.types[name]; t != nil {
+		return t
+	}
+	if len(g.types) >= maxTypes-1 || g.cfg.UnknownTypes != "accept" {
+		return nil
+	}
+	return g.newUnknownType(strings.Clone(name))
+}
+
+// hashInto sets h to the keyed hash of a normalised identifier.
+func (g *Graph) hashInto(h *hash, typ string, val []byte) {
+	b := append(g.macBuf[:0], typ...)
+	b = append(b, 0)
+	b = append(b, val...)
+	g.macBuf = b
+	g.mac.Reset()
+	g.mac.Write(b)
+	copy(h[:], g.mac.Sum(g.sumBuf[:0]))
+}
+
+// lookupIdent returns the profile of the identifier with hash h, 0 if none.
+func (g *Graph) lookupIdent(h *hash) (uint32, error) {
+	if p, ok := g.idc.get(*h); ok {
+		return p, nil
+	}
+	g.kbuf = identKey(g.kbuf[:0], h)
+	v, closer, err := g.db.Get(g.kbuf)
+	if errors.Is(err, pebble.ErrNotFound) {
+		g.idc.put(*h, 0)
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cannot read identifier: %w", err)
+	}
+	p, err := decodeIdentValue(v)
+	closer.Close()
+	if err != nil {
+		return 0, err
+	}
+	g.idc.put(*h, p)
+	return p, nil
+}
+
+// loadProfile returns the stored profile id, nil if there is none. The
+// result is shared with the cache and must not be modified.
+func (g *Graph) loadProfile(id uint32) (*profile, error) {
+	if p, ok := g.pc.get(id); ok {
+		return p, nil
+	}
+	g.kbuf = profileKey(g.kbuf[:0], id)
+	v, closer, err := g.db.Get(g.kbuf)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read profile %d: %w", id, err)
+	}
+	p, err := decodeProfile(id, v)
+	closer.Close()
+	if err != nil {
+		return nil, fmt.Errorf("profile %d: %w", id, err)
+	}
+	g.pc.put(id, p)
+	return p, nil
+}
+
+// publishCacheMetrics moves the caches' hit counts into the metrics.
+func (g *Graph) publishCacheMetrics() {
+	h, m := g.idc.takeStats()
+	g.m.cacheHits.WithLabelValues("identifier").Add(float64(h))
+	g.m.cacheMisses.WithLabelValues("identifier").Add(float64(m))
+	h, m = g.pc.takeStats()
+	g.m.cacheHits.WithLabelValues("profile").Add(float64(h))
+	g.m.cacheMisses.WithLabelValues("profile").Add(float64(m))
+	g.m.cacheBytes.WithLabelValues("identifier").Set(float64(g.idc.bytes()))
+	g.m.cacheBytes.WithLabelValues("profile").Set(float64(g.pc.bytes()))
+}
+
+// DropCaches empties the in-memory caches, so that the next lookups read
+// Pebble (used by the cold benchmark).
+func (g *Graph) DropCaches() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.idc.reset()
+	g.pc.reset()
+}
+
+// NextProfileID returns the id the next new profile will get.
+func (g *Graph) NextProfileID() uint32 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.next
+}
+
+func (p *profile) clone() *profile {
+	c := *p
+	c.merged = slices.Clone(p.merged)
+	c.apart = slices.Clone(p.apart)
+	c.idents = slices.Clone(p.idents)
+	return &c
+}
+
+func (p *profile) isMerged(id uint32) bool {
+	for _, m := range p.merged {
+		if m.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *profile) isApart(id uint32) bool { return slices.Contains(p.apart, id) }
+
+// findIdent returns the index of the identifier (typ, value) in p, -1 if absent.
+func (p *profile) findIdent(typ uint16, value []byte) int {
+	for i := range p.idents {
+		if p.idents[i].typ == typ && p.idents[i].value == string(value) {
+			return i
+		}
+	}
+	return -1
+}
+
+func be32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
+func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
