@@ -164,12 +164,7 @@ func (s *Stage) resolveSlow(ts int64, msgID string, alias bool) (uint32, error) 
 		}
 		rule := "alias"
 		if !alias {
-			for _, c := range s.cands {
-				if c.pid != 0 && c.pid != target {
-					rule = "shared:" + s.slots[c.s].t.name
-					break
-				}
-			}
+			rule = s.linkRule()
 		}
 		op := Op{Kind: OpMerge, Time: ts, Profile: target, Merged: merged, MessageID: strings.Clone(msgID), Rule: rule}
 		if err := tx.apply(&op); err != nil {
@@ -352,4 +347,17 @@ func (s *Stage) refuse(reason string, t *typeInfo, ts int64, msgID string) error
 	}
 	return s.tx.apply(&Op{Kind: OpRefuse, Time: ts, Profile: s.parts[0].id, Merged: merged,
 		MessageID: strings.Clone(msgID), Rule: rule})
+}
+
+// linkRule names the identifier types that joined the profiles of a merge:
+// "event:" and the sorted distinct types of the event's known identifiers.
+func (s *Stage) linkRule() string {
+	var names []string
+	for _, c := range s.cands {
+		if n := s.slots[c.s].t.name; c.pid != 0 && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return "event:" + strings.Join(names, "+")
 }

@@ -1,0 +1,85 @@
+package identity
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/datadriven"
+	"gopkg.in/yaml.v3"
+)
+
+// TestScenarios runs the golden scenarios in testdata/scenarios. Commands:
+//
+//	new                 a fresh graph; the body, if any, is the identity
+//	                    config in YAML (the secret is filled in)
+//	batch               one batch, one event per line (see parseEvent);
+//	                    prints each event's profile, the merges, the graph
+//	remove type=T value=V
+//	split profile=N
+//	restart             closes and reopens the store
+//	graph               prints the graph
+//	metrics             prints the non-zero counters
+func TestScenarios(t *testing.T) {
+	datadriven.Walk(t, "testdata/scenarios", func(t *testing.T, path string) {
+		var tg *testGraph
+		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
+			switch d.Cmd {
+			case "new":
+				cfg := testConfig()
+				if d.Input != "" {
+					if err := yaml.Unmarshal([]byte(d.Input), &cfg); err != nil {
+						return "error: " + err.Error()
+					}
+					cfg.Secret = "test-secret"
+				}
+				tg = newTestGraph(t, cfg)
+				return ""
+			case "batch":
+				var evs []testEvent
+				for _, line := range strings.Split(d.Input, "\n") {
+					tg.off++
+					e, err := parseEvent(line, tg.off)
+					if err != nil {
+						d.Fatalf(t, "%v", err)
+					}
+					evs = append(evs, e)
+				}
+				b, ids := tg.process(evs)
+				var sb strings.Builder
+				for i, e := range evs {
+					fmt.Fprintf(&sb, "%s → %d\n", e.msg, ids[i])
+				}
+				for _, m := range b.Merges {
+					fmt.Fprintf(&sb, "merge %v into %d (%s, %s)\n", m.Merged, m.Survivor, m.MessageID, m.Rule)
+				}
+				sb.WriteString(tg.dump())
+				return sb.String()
+			case "remove":
+				var typ, val string
+				d.ScanArgs(t, "type", &typ)
+				d.ScanArgs(t, "value", &val)
+				if err := tg.g.RemoveIdentifier(typ, val, "req"); err != nil {
+					return "error: " + err.Error()
+				}
+				return tg.dump()
+			case "split":
+				var id int
+				d.ScanArgs(t, "profile", &id)
+				if err := tg.g.Split(uint32(id), "req"); err != nil {
+					return "error: " + err.Error()
+				}
+				return tg.dump()
+			case "restart":
+				tg.restart()
+				return tg.dump()
+			case "graph":
+				return tg.dump()
+			case "metrics":
+				return tg.metricsText()
+			}
+			d.Fatalf(t, "unknown command %q", d.Cmd)
+			return ""
+		})
+	})
+}
