@@ -92,6 +92,15 @@ func (s *KafkaDeadLetter) WriteDead(ctx context.Context, dead []engine.DeadLette
 	return nil
 }
 
+// Ping checks that a broker answers and accepts the client's TLS and SASL
+// settings (see Kafka.Ping).
+func (s *KafkaDeadLetter) Ping(ctx context.Context) error {
+	if err := s.cl.Ping(ctx); err != nil {
+		return fmt.Errorf("dead-letter: kafka unreachable: %w", err)
+	}
+	return nil
+}
+
 // Close closes the client. Safe to call more than once.
 func (s *KafkaDeadLetter) Close() error {
 	s.cl.Close()

@@ -129,6 +129,17 @@ func (s *Kafka) Write(ctx context.Context, b *engine.Batch, sel []int) error {
 	return err
 }
 
+// Ping checks that a broker answers and accepts the client's TLS and SASL
+// settings: for start-up checks and readiness probes. A Write to an
+// unreachable or refusing cluster only reports ctx's deadline, since
+// franz-go retries until then; Ping returns the cause.
+func (s *Kafka) Ping(ctx context.Context) error {
+	if err := s.cl.Ping(ctx); err != nil {
+		return fmt.Errorf("sink %s: kafka unreachable: %w", s.name, err)
+	}
+	return nil
+}
+
 // Close closes the client. Records of an abandoned Write still buffered
 // fail with kgo.ErrClientClosed. Safe to call more than once.
 func (s *Kafka) Close() error {
