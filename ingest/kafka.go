@@ -33,6 +33,10 @@ type KafkaConfig struct {
 	Start string `yaml:"start"`
 	// FetchMaxBytes caps one fetch response. Default 50 MiB (franz-go's).
 	FetchMaxBytes int32 `yaml:"fetch_max_bytes"`
+	// SessionTimeout is how long the group waits for a silent member (a
+	// crashed instance) before its partitions move. Default 45s (franz-go's);
+	// the broker bounds it with group.min/max.session.timeout.ms.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
 }
 
 // Defaults fills zero fields with their defaults.
@@ -68,6 +72,9 @@ func (c *KafkaConfig) Validate() error {
 	}
 	if c.FetchMaxBytes < 0 {
 		return errors.New("fetch_max_bytes: must be >= 0")
+	}
+	if c.SessionTimeout < 0 {
+		return errors.New("session_timeout: must be >= 0")
 	}
 	return nil
 }
@@ -130,6 +137,9 @@ func NewKafkaSource(cfg KafkaConfig, b *Batcher, reg prometheus.Registerer, log 
 	)
 	if cfg.FetchMaxBytes > 0 {
 		opts = append(opts, kgo.FetchMaxBytes(cfg.FetchMaxBytes))
+	}
+	if cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

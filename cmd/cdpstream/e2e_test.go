@@ -1,0 +1,359 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdpstream/cdpstream/bench"
+	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/engine/sink"
+)
+
+const (
+	topicIn  = "in"
+	topicOut = "out"
+	topicDLQ = "dlq"
+)
+
+// startKafka starts an embedded broker on 127.0.0.1; clients reach it over
+// real TCP with the real franz-go client.
+func startKafka(t *testing.T) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, topicIn), kfake.SeedTopics(2, topicOut), kfake.SeedTopics(1, topicDLQ))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+type partOff struct {
+	p   int32
+	off int64
+}
+
+// produced is what a test wrote to the input topic: the message id of each
+// valid event, and for each malformed record its position and the reason
+// the pipeline must give.
+type produced struct {
+	mu    sync.Mutex
+	valid map[string]bool
+	bad   map[partOff]engine.Reason
+	raw   map[partOff][]byte
+}
+
+func newProduced() *produced {
+	return &produced{valid: map[string]bool{}, bad: map[partOff]engine.Reason{}, raw: map[partOff][]byte{}}
+}
+
+// produce writes n generated events (about 2% malformed) with a producer of
+// its own and waits for every acknowledgement.
+func (p *produced) produce(t *testing.T, brokers []string, seed uint64, n int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topicIn), kgo.ProducerLinger(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	g := bench.NewGenerator(bench.GenConfig{Seed: seed, People: 500, MalformedShare: 0.02})
+	var wg sync.WaitGroup
+	var perr error
+	for i := 0; i < n; i++ {
+		val, key, reason := g.Next(nil)
+		var id string
+		if reason == "" {
+			var m struct {
+				MessageID string `json:"messageId"`
+			}
+			if err := json.Unmarshal(val, &m); err != nil || m.MessageID == "" {
+				t.Fatalf("generator produced a valid event without messageId: %s", val)
+			}
+			id = m.MessageID
+		}
+		wg.Add(1)
+		cl.Produce(context.Background(), &kgo.Record{Key: []byte(key), Value: val}, func(r *kgo.Record, err error) {
+			defer wg.Done()
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if err != nil {
+				perr = err
+				return
+			}
+			if reason == "" {
+				p.valid[id] = true
+			} else {
+				p.bad[partOff{r.Partition, r.Offset}] = reason
+				p.raw[partOff{r.Partition, r.Offset}] = val
+			}
+		})
+	}
+	wg.Wait()
+	if perr != nil {
+		t.Fatal(perr)
+	}
+}
+
+// consumeAll reads every record of topic from the start.
+func consumeAll(t *testing.T, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	adm := newAdmin(t, brokers)
+	ends, err := adm.ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	ends.Each(func(o kadm.ListedOffset) { want += o.Offset })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for int64(len(out)) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records of %s", len(out), want, topic)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+func newAdmin(t *testing.T, brokers []string) *kadm.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// committedAll reports whether the group committed the end offset of every
+// input partition.
+func committedAll(t *testing.T, brokers []string, group string) (committed, end int64) {
+	t.Helper()
+	adm := newAdmin(t, brokers)
+	ctx := context.Background()
+	ends, err := adm.ListEndOffsets(ctx, topicIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs, err := adm.FetchOffsets(ctx, group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		err = nil // nothing committed yet
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		end += o.Offset
+		if c, ok := offs.Lookup(o.Topic, o.Partition); ok {
+			committed += c.At
+		}
+	})
+	return committed, end
+}
+
+func messageID(t *testing.T, raw []byte) string {
+	t.Helper()
+	var m struct {
+		MessageID string `json:"messageId"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("sink holds invalid JSON %q: %v", raw, err)
+	}
+	return m.MessageID
+}
+
+// checkExactlyOnce fails unless got holds every id of want exactly once
+// and nothing else.
+func checkExactlyOnce(t *testing.T, sinkName string, want map[string]bool, got []string) {
+	t.Helper()
+	seen := make(map[string]int, len(got))
+	for _, id := range got {
+		seen[id]++
+		if !want[id] {
+			t.Errorf("%s: unexpected message %q", sinkName, id)
+		}
+		if seen[id] == 2 {
+			t.Errorf("%s: message %q delivered twice", sinkName, id)
+		}
+	}
+	for id := range want {
+		if seen[id] == 0 {
+			t.Errorf("%s: message %q never arrived", sinkName, id)
+		}
+	}
+}
+
+func TestEndToEndKafka(t *testing.T) {
+	brokers := startKafka(t)
+	p := newProduced()
+	p.produce(t, brokers, 7, 20000)
+	if len(p.bad) < 100 || len(p.valid) < 19000 {
+		t.Fatalf("corpus too skewed: %d valid, %d malformed", len(p.valid), len(p.bad))
+	}
+
+	dir := t.TempDir()
+	ndjson, arrowFile := filepath.Join(dir, "out.ndjson"), filepath.Join(dir, "out.arrows")
+	cfg, err := parseConfig([]byte(fmt.Sprintf(`
+data_dir: %s
+log: {level: warn}
+source:
+  kafka: {brokers: [%s], group: e2e, topics: [%s]}
+batch: {max_rows: 700, max_age: 50ms}
+sinks:
+  - {name: kafka, kafka: {topic: %s, compression: zstd, key: message_id}}
+  - {name: ndjson, file: {path: %s}}
+  - {name: arrow, file: {path: %s, format: arrow, compression: lz4}}
+dead_letter:
+  kafka: {topic: %s}
+http: {addr: "127.0.0.1:0"}
+`, dir, brokers[0], topicIn, topicOut, ndjson, arrowFile, topicDLQ)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := build(cfg, newLogger(cfg, os.Stderr), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.run(ctx) }()
+	total := uint64(len(p.valid) + len(p.bad))
+	for {
+		st := a.runner.Stats()
+		if st.Received >= total && st.Committed == st.Batches {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("pipeline stopped early: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("graceful stop returned %v", err)
+	}
+	if err := a.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Kafka sink: every valid event once, key = message id, value untouched.
+	var ids []string
+	for _, r := range consumeAll(t, brokers, topicOut) {
+		id := messageID(t, r.Value)
+		if string(r.Key) != id {
+			t.Errorf("kafka sink: key %q for message %q", r.Key, id)
+		}
+		ids = append(ids, id)
+	}
+	checkExactlyOnce(t, "kafka sink", p.valid, ids)
+
+	// NDJSON file sink.
+	data, err := os.ReadFile(ndjson)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = ids[:0]
+	for _, line := range splitLines(data) {
+		ids = append(ids, messageID(t, line))
+	}
+	checkExactlyOnce(t, "ndjson sink", p.valid, ids)
+
+	// Arrow IPC sink: the message_id column.
+	f, err := os.Open(arrowFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rd, err := ipc.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = ids[:0]
+	for rd.Next() {
+		col := rd.RecordBatch().Column(engine.ColMessageID).(*array.String)
+		for i := 0; i < col.Len(); i++ {
+			ids = append(ids, col.Value(i))
+		}
+	}
+	if rd.Err() != nil {
+		t.Fatal(rd.Err())
+	}
+	rd.Release()
+	checkExactlyOnce(t, "arrow sink", p.valid, ids)
+
+	// Dead letters: every malformed record once, with its reason, its
+	// original bytes and its source position.
+	dead := map[partOff]bool{}
+	for _, r := range consumeAll(t, brokers, topicDLQ) {
+		h := map[string]string{}
+		for _, x := range r.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		part, _ := strconv.Atoi(h[sink.HeaderDLQSourcePartition])
+		off, _ := strconv.ParseInt(h[sink.HeaderDLQSourceOffset], 10, 64)
+		po := partOff{int32(part), off}
+		want, ok := p.bad[po]
+		switch {
+		case h[sink.HeaderDLQSourceTopic] != topicIn || !ok:
+			t.Errorf("dead letter from %s %v was not a malformed record", h[sink.HeaderDLQSourceTopic], po)
+		case engine.Reason(h[sink.HeaderDLQReason]) != want:
+			t.Errorf("dead letter %v: reason %q, want %q", po, h[sink.HeaderDLQReason], want)
+		case string(r.Value) != string(p.raw[po]):
+			t.Errorf("dead letter %v: bytes changed", po)
+		case dead[po]:
+			t.Errorf("dead letter %v delivered twice", po)
+		}
+		dead[po] = true
+	}
+	if len(dead) != len(p.bad) {
+		t.Errorf("dead letters: %d, want %d", len(dead), len(p.bad))
+	}
+
+	if c, e := committedAll(t, brokers, "e2e"); c != e {
+		t.Errorf("committed offsets sum to %d, end offsets to %d", c, e)
+	}
+	st := a.runner.Stats()
+	if st.Valid != uint64(len(p.valid)) || st.Dead != uint64(len(p.bad)) {
+		t.Errorf("runner counted %d valid and %d dead, want %d and %d", st.Valid, st.Dead, len(p.valid), len(p.bad))
+	}
+}
+
+func splitLines(data []byte) [][]byte {
+	var out [][]byte
+	for len(data) > 0 {
+		i := 0
+		for i < len(data) && data[i] != '\n' {
+			i++
+		}
+		if i > 0 {
+			out = append(out, data[:i])
+		}
+		if i == len(data) {
+			break
+		}
+		data = data[i+1:]
+	}
+	return out
+}
