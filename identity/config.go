@@ -58,12 +58,12 @@ type Config struct {
 	UnknownTypes string `yaml:"unknown_types"`
 	// MaxMerges caps the merges a profile may absorb (counting merges its
 	// merged profiles absorbed). Past it, events still resolve but no
-	// further merge happens (reason cap_merges). 0 means no cap.
+	// further merge happens (reason cap_merges). -1 means no cap.
 	// Default 100.
 	MaxMerges int `yaml:"max_merges"`
 	// MaxIdentifiers caps the identifiers of one profile. Past it, new
 	// identifiers are not added and merges that would exceed it are refused
-	// (reason cap_identifiers). 0 means no cap. Default 500.
+	// (reason cap_identifiers). -1 means no cap. Default 500.
 	MaxIdentifiers int `yaml:"max_identifiers"`
 	// CacheBytes bounds the in-memory caches in front of Pebble (identifier
 	// → profile id, and decoded profile records), in bytes. Default 256 MiB,
@@ -244,11 +244,11 @@ func (c *Config) Validate() error {
 	if c.UnknownTypes != "ignore" && c.UnknownTypes != "accept" {
 		return fieldErr("identity.unknown_types", "must be ignore or accept")
 	}
-	if c.MaxMerges < 0 {
-		return fieldErr("identity.max_merges", "must be >= 0")
+	if c.MaxMerges < -1 {
+		return fieldErr("identity.max_merges", "must be >= -1 (-1: no cap)")
 	}
-	if c.MaxIdentifiers < 0 {
-		return fieldErr("identity.max_identifiers", "must be >= 0")
+	if c.MaxIdentifiers < -1 {
+		return fieldErr("identity.max_identifiers", "must be >= -1 (-1: no cap)")
 	}
 	if c.CacheBytes < 0 {
 		return fieldErr("identity.cache_bytes", "must be >= 0")

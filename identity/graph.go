@@ -48,6 +48,8 @@ type Graph struct {
 	seq    uint64 // next merge-log sequence number
 	idc    *genCache[hash, uint32]
 	pc     *genCache[uint32, *profile]
+
+	onCommit func([]Op)
 }
 
 // typeInfo is the runtime form of one identifier type.

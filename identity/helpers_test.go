@@ -164,7 +164,7 @@ func newTestGraph(t testing.TB, cfg Config) *testGraph {
 
 func (tg *testGraph) open() {
 	tg.t.Helper()
-	db, err := pebble.Open(tg.dir, &pebble.Options{})
+	db, err := pebble.Open(tg.dir, pebbleOptions(tg.t))
 	if err != nil {
 		tg.t.Fatal(err)
 	}
@@ -312,3 +312,20 @@ func labels(ls []*dto.LabelPair) string {
 	}
 	return "{" + strings.Join(parts, ",") + "}"
 }
+
+func (tg *testGraph) reopenDB() *pebble.DB {
+	tg.t.Helper()
+	db, err := pebble.Open(tg.dir, pebbleOptions(tg.t))
+	if err != nil {
+		tg.t.Fatal(err)
+	}
+	return db
+}
+
+// quietLogger drops Pebble's informational logs; fatal ones still fail.
+type quietLogger struct{ t testing.TB }
+
+func (quietLogger) Infof(string, ...any)                {}
+func (l quietLogger) Fatalf(format string, args ...any) { l.t.Fatalf(format, args...) }
+
+func pebbleOptions(t testing.TB) *pebble.Options { return &pebble.Options{Logger: quietLogger{t}} }

@@ -87,6 +87,7 @@ type txn struct {
 	seq     uint64
 	merges  []engine.Merge
 	tally   tally
+	applied []Op // the ops applied, kept only when the Graph has a commit hook
 	kbuf    []byte
 	vbuf    []byte
 }
@@ -109,6 +110,7 @@ func (tx *txn) begin() {
 	tx.log = tx.log[:0]
 	tx.merges = tx.merges[:0]
 	tx.tally = tally{}
+	tx.applied = tx.applied[:0]
 	tx.next, tx.seq = tx.g.next, tx.g.seq
 }
 
@@ -272,6 +274,9 @@ func (tx *txn) apply(op *Op) error {
 		return fmt.Errorf("%w: unknown op kind %d", ErrOpConflict, op.Kind)
 	}
 	tx.tally.ops[op.Kind]++
+	if tx.g.onCommit != nil {
+		tx.applied = append(tx.applied, *op)
+	}
 	return nil
 }
 
@@ -574,6 +579,9 @@ func (tx *txn) publish() {
 		g.byID = append(g.byID, t)
 	}
 	g.next, g.seq = tx.next, tx.seq
+	if g.onCommit != nil && len(tx.applied) > 0 {
+		g.onCommit(tx.applied)
+	}
 	m := g.m
 	m.created.Add(float64(tx.tally.created))
 	m.merges.Add(float64(tx.tally.merged))
@@ -585,6 +593,16 @@ func (tx *txn) publish() {
 	}
 	// The txn's profiles now belong to the cache: begin clears the map, and
 	// live clones a cached record before changing it.
+}
+
+// OnCommit sets f to be called with the ops of every commit, in order,
+// after they are durable; f runs under the Graph's lock and must not keep
+// the slice. It is how the identity log will be fed (a later issue); nil
+// removes the hook.
+func (g *Graph) OnCommit(f func(ops []Op)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.onCommit = f
 }
 
 // Apply applies ops in order and commits them in one synced Pebble batch.

@@ -85,16 +85,7 @@ func (s *Stage) ident(sl *slot) Ident {
 // rule is broken.
 func (s *Stage) resolveSlow(ts int64, msgID string, alias bool) (uint32, error) {
 	tx := s.tx
-	slices.SortFunc(s.cands, func(a, b cand) int {
-		x, y := &s.slots[a.s], &s.slots[b.s]
-		if c := cmp.Compare(x.t.prio, y.t.prio); c != 0 {
-			return c
-		}
-		if c := strings.Compare(x.t.name, y.t.name); c != 0 {
-			return c
-		}
-		return bytes.Compare(s.value(x), s.value(y))
-	})
+	s.sortCands()
 	for {
 		if err := s.collectParts(); err != nil {
 			return 0, err
@@ -360,4 +351,20 @@ func (s *Stage) linkRule() string {
 	}
 	slices.Sort(names)
 	return "event:" + strings.Join(names, "+")
+}
+
+// sortCands orders the candidates by priority, then type name and value,
+// so that demotion, and the read-only resolution of a replayed event, pick
+// identifiers deterministically.
+func (s *Stage) sortCands() {
+	slices.SortFunc(s.cands, func(a, b cand) int {
+		x, y := &s.slots[a.s], &s.slots[b.s]
+		if c := cmp.Compare(x.t.prio, y.t.prio); c != 0 {
+			return c
+		}
+		if c := strings.Compare(x.t.name, y.t.name); c != 0 {
+			return c
+		}
+		return bytes.Compare(s.value(x), s.value(y))
+	})
 }

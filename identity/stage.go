@@ -24,20 +24,21 @@ type Stage struct {
 	mem     memory.Allocator
 
 	// Per-batch scratch, reused.
-	slots  []slot
-	rows   []int32 // rows[i]..rows[i+1] are the slots of row i
-	misses []int32
-	arena  []byte
-	out    []uint32
-	cands  []cand
-	parts  []*profile
-	news   []Ident
-	tl     []typeTime
+	slots   []slot
+	rows    []int32 // rows[i]..rows[i+1] are the slots of row i
+	misses  []int32
+	arena   []byte
+	out     []uint32
+	cands   []cand
+	parts   []*profile
+	news    []Ident
+	tl      []typeTime
 	refused map[refusal]bool
-	drops  map[dropKey]uint64
-	it     *pebble.Iterator
-	kbuf   []byte
-	stats  rowStats
+	drops   map[dropKey]uint64
+	it      *pebble.Iterator
+	kbuf    []byte
+	offs    []engine.Offset
+	stats   rowStats
 }
 
 type topicPart struct {
@@ -120,10 +121,18 @@ func (s *Stage) Process(ctx context.Context, b *engine.Batch) error {
 			return err
 		}
 	}
-	if err := tx.commit(b.Offsets); err != nil {
+	// Offsets only move forward: a replayed batch must not lower them, or
+	// the batch after it would be applied a second time.
+	s.offs = s.offs[:0]
+	for _, o := range b.Offsets {
+		if next, ok := s.offsets[topicPart{o.Topic, o.Partition}]; !ok || o.Next > next {
+			s.offs = append(s.offs, o)
+		}
+	}
+	if err := tx.commit(s.offs); err != nil {
 		return err
 	}
-	for _, o := range b.Offsets {
+	for _, o := range s.offs {
 		k := topicPart{o.Topic, o.Partition}
 		if _, ok := s.offsets[k]; !ok {
 			k.topic = strings.Clone(k.topic)
@@ -396,14 +405,16 @@ func (s *Stage) gather(st, en int32) {
 	}
 }
 
+// resolveReadOnly resolves a row that was applied before a restart: to the
+// profile that now holds its first identifier in priority order, which is
+// where resolving it the first time put it (demotion drops from the end).
 func (s *Stage) resolveReadOnly(st, en int32) uint32 {
 	s.gather(st, en)
-	best, bestPri := uint32(0), 0
+	s.sortCands()
 	for _, c := range s.cands {
-		t := s.slots[c.s].t
-		if c.pid != 0 && (best == 0 || t.prio < bestPri) {
-			best, bestPri = c.pid, t.prio
+		if c.pid != 0 {
+			return c.pid
 		}
 	}
-	return best
+	return 0
 }
