@@ -1,7 +1,10 @@
 package identity
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -75,6 +78,19 @@ func TestScenarios(t *testing.T) {
 				return tg.dump()
 			case "graph":
 				return tg.dump()
+			case "http":
+				// Input: "METHOD PATH", then the body.
+				line, body, _ := strings.Cut(d.Input, "\n")
+				f := strings.Fields(line)
+				req := httptest.NewRequest(f[0], f[1], strings.NewReader(body))
+				rec := httptest.NewRecorder()
+				tg.g.Handler().ServeHTTP(rec, req)
+				var out bytes.Buffer
+				if err := json.Indent(&out, rec.Body.Bytes(), "", "  "); err != nil {
+					out.Reset()
+					out.Write(rec.Body.Bytes())
+				}
+				return fmt.Sprintf("%d %s\n%s", rec.Code, rec.Header().Get("Content-Type"), out.String())
 			case "metrics":
 				return tg.metricsText()
 			}

@@ -619,6 +619,9 @@ func (g *Graph) applyLocked(ops []Op) error {
 	tx.begin()
 	for i := range ops {
 		if err := tx.apply(&ops[i]); err != nil {
+			if len(ops) == 1 {
+				return fmt.Errorf("cannot apply %s: %w", ops[i].Kind, err)
+			}
 			return fmt.Errorf("cannot apply %s op %d: %w", ops[i].Kind, i, err)
 		}
 	}
