@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -19,10 +18,10 @@ import (
 
 // maxSliceRuns is the number of contiguous runs of a selection up to which
 // ArrowIPC writes each run as its own zero-copy slice (one IPC message per
-// run). Beyond it the runs are gathered into one record first: every IPC
-// message costs about a kilobyte of metadata and padding for the event
-// schema, so a selection that drops every other row would otherwise write
-// more framing than data.
+// run). Beyond it the selected rows are copied into one record first (see
+// gatherer): every IPC message costs about a kilobyte of metadata and
+// padding for the event schema, so a selection that drops every other row
+// would otherwise write more framing than data.
 const maxSliceRuns = 16
 
 // ArrowIPC writes selected rows to a file as an Arrow IPC stream in
@@ -40,11 +39,12 @@ type ArrowIPC struct {
 	sync    bool
 	regular bool
 
-	mu  sync.Mutex
-	f   *os.File
-	bw  *bufio.Writer
-	w   *ipc.Writer
-	err error // sticky: after a failed write the stream may hold a torn message
+	mu     sync.Mutex
+	f      *os.File
+	bw     *bufio.Writer
+	w      *ipc.Writer
+	gather gatherer
+	err    error // sticky: after a failed write the stream may hold a torn message
 }
 
 // NewArrowIPC opens cfg.Path (creating it with mode 0640) for an Arrow IPC
@@ -123,8 +123,8 @@ func (s *ArrowIPC) Name() string { return s.name }
 // Write appends the selected rows as record batches, flushes and (with
 // sync) fsyncs before returning. A nil sel writes b.Rec as is; otherwise
 // each contiguous run of sel is a zero-copy slice of b.Rec, unless sel is
-// fragmented into more than maxSliceRuns runs, then the runs are copied
-// into one record. Calls are serialised.
+// fragmented into more than maxSliceRuns runs, then the selected rows are
+// copied into one record. Calls are serialised.
 func (s *ArrowIPC) Write(ctx context.Context, b *engine.Batch, sel []int) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -166,7 +166,7 @@ func (s *ArrowIPC) write(rec arrow.RecordBatch, sel []int) error {
 		return s.w.Write(rec)
 	}
 	if countRuns(sel) > maxSliceRuns {
-		g, err := gather(rec, sel)
+		g, err := s.gather.gather(rec, sel)
 		if err != nil {
 			return err
 		}
@@ -204,38 +204,6 @@ func countRuns(sel []int) int {
 	return runs
 }
 
-// gather copies the rows of sel into a new record: per column, the runs of
-// sel as slices, concatenated. The caller releases the result.
-func gather(rec arrow.RecordBatch, sel []int) (arrow.RecordBatch, error) {
-	cols := make([]arrow.Array, rec.NumCols())
-	defer func() {
-		for _, c := range cols {
-			if c != nil {
-				c.Release()
-			}
-		}
-	}()
-	var parts []arrow.Array
-	for c := range cols {
-		parts = parts[:0]
-		col := rec.Column(c)
-		for i := 0; i < len(sel); {
-			j := runEnd(sel, i)
-			parts = append(parts, array.NewSlice(col, int64(sel[i]), int64(sel[j-1]+1)))
-			i = j
-		}
-		var err error
-		cols[c], err = array.Concatenate(parts, memory.DefaultAllocator)
-		for _, p := range parts {
-			p.Release()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("cannot gather column %s: %w", rec.ColumnName(c), err)
-		}
-	}
-	return array.NewRecordBatch(rec.Schema(), cols, int64(len(sel))), nil
-}
-
 // Close ends the stream (end-of-stream marker), flushes, syncs and closes
 // the file. Safe to call more than once.
 func (s *ArrowIPC) Close() error {
@@ -250,6 +218,7 @@ func (s *ArrowIPC) Close() error {
 	}
 	errs = append(errs, closeFile(s.f, s.bw, s.regular))
 	s.f = nil
+	s.gather.release()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("sink %s: cannot close %s: %w", s.name, s.path, err)
 	}

@@ -20,8 +20,13 @@ type row struct {
 	key   []byte
 	pid   uint32
 	raw   string
-	ids   [][2]string // (type, value)
+	ids   [][2]string // (type, value); type nullID makes a null element
+	// nullIDs makes the identifiers list null (the schema allows it
+	// though the decoder writes an empty list).
+	nullIDs bool
 }
+
+const nullID = "\x00null"
 
 // testRows returns n distinct events; every third is unresolved (pid 0)
 // and every fifth has no key.
@@ -72,9 +77,17 @@ func makeBatch(tb testing.TB, mem memory.Allocator, rows ...row) *engine.Batch {
 		rb.Field(engine.ColPreviousID).(*array.StringBuilder).AppendNull()
 		rb.Field(engine.ColGroupID).(*array.StringBuilder).AppendNull()
 		lb := rb.Field(engine.ColIdentifiers).(*array.ListBuilder)
-		lb.Append(true)
+		if r.nullIDs {
+			lb.AppendNull()
+		} else {
+			lb.Append(true)
+		}
 		sb := lb.ValueBuilder().(*array.StructBuilder)
 		for _, id := range r.ids {
+			if id[0] == nullID {
+				sb.AppendNull()
+				continue
+			}
 			sb.Append(true)
 			sb.FieldBuilder(0).(*array.StringBuilder).Append(id[0])
 			sb.FieldBuilder(1).(*array.StringBuilder).Append(id[1])
