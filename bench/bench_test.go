@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/ingest"
 )
 
@@ -18,7 +18,7 @@ func avgSize(c *Corpus) int64 { return c.Bytes / int64(len(c.Records)) }
 func BenchmarkPipelineInMem(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(avgSize(benchCorpus))
-	bt, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, memory.DefaultAllocator)
+	bt, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, engine.NewPoolAllocator())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func BenchmarkBaselineJSONInMem(b *testing.B) {
 // reasons, so the ratio between them compares like with like.
 func TestBaselineAgreesWithPipeline(t *testing.T) {
 	c := NewCorpus(5000, GenConfig{Seed: 9, MalformedShare: 0.05})
-	bt, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, memory.DefaultAllocator)
+	bt, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, engine.NewPoolAllocator())
 	if err != nil {
 		t.Fatal(err)
 	}

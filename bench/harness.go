@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -90,7 +89,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return decodeBatch(corpus, opts.Events, p)
 		}},
 		{name: "PipelineInMem", n: int64(opts.Events), run: func(ctx context.Context, p func(int64)) (int64, int64, error) {
-			b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, memory.DefaultAllocator)
+			b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, engine.NewPoolAllocator())
 			if err != nil {
 				return 0, 0, err
 			}
@@ -187,7 +186,7 @@ func measure(ctx context.Context, w workload, progress io.Writer) (Result, error
 
 // decodeBatch measures decode + Arrow append on one goroutine.
 func decodeBatch(c *Corpus, n int, progress func(int64)) (int64, int64, error) {
-	b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, memory.DefaultAllocator)
+	b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, engine.NewPoolAllocator())
 	if err != nil {
 		return 0, 0, err
 	}
@@ -248,7 +247,7 @@ func pollProgress(get func() int64, progress func(int64)) (stop func()) {
 // record is consumed and committed. The broker runs in this process, so its
 // CPU time is part of the measurement.
 func runKafka(ctx context.Context, brokers []string, c *Corpus, n int, progress func(int64)) (int64, int64, error) {
-	b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, memory.DefaultAllocator)
+	b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, engine.NewPoolAllocator())
 	if err != nil {
 		return 0, 0, err
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdpstream/cdpstream/engine"
@@ -54,7 +53,7 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	m := engine.NewMetrics(a.reg)
 	m.PreregisterReasons(ingest.Reasons)
 
-	b, err := ingest.NewBatcher(cfg.Decode, cfg.Batch, memory.DefaultAllocator)
+	b, err := ingest.NewBatcher(cfg.Decode, cfg.Batch, engine.NewPoolAllocator())
 	if err != nil {
 		return a, err
 	}
