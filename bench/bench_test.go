@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/ingest"
 )

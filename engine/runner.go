@@ -94,8 +94,8 @@ type Runner struct {
 	commC  *component
 
 	batches, received, valid, deadN, committed atomic.Uint64
-	sent, dropped                             []atomic.Uint64
-	running                                   atomic.Bool
+	sent, dropped                              []atomic.Uint64
+	running                                    atomic.Bool
 }
 
 // NewRunner wires a pipeline. dead may be nil only if the source never
