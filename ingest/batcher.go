@@ -3,10 +3,7 @@ package ingest
 import (
 	"bytes"
 	"errors"
-	"math/bits"
-	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -110,13 +107,10 @@ const (
 )
 
 // NewBatcher returns a Batcher; dc and bc get their defaults filled in and
-// are validated. mem allocates the Arrow buffers. When mem is nil the
-// Batcher uses its own recycling allocator: the buffers of a batch return
-// to it when the batch is released and are reused for later batches, which
-// keeps the garbage collector (and its write barriers, which slow the JSON
-// parser down) mostly idle. That is only safe while every holder of a batch
-// follows engine.Batch's ownership rules: a slice of a column kept after
-// Release would see later events. The caller must call Release when done.
+// are validated. mem allocates the Arrow buffers; nil means a new
+// engine.PoolAllocator, whose recycled buffers keep the garbage collector
+// (and its write barriers, which slow the JSON parser down) mostly idle:
+// see "Memory" in the package doc. The caller must call Release when done.
 func NewBatcher(dc DecodeConfig, bc BatchConfig, mem memory.Allocator) (*Batcher, error) {
 	dec, err := NewDecoder(dc)
 	if err != nil {
@@ -127,7 +121,7 @@ func NewBatcher(dc DecodeConfig, bc BatchConfig, mem memory.Allocator) (*Batcher
 		return nil, err
 	}
 	if mem == nil {
-		mem = newPoolAllocator()
+		mem = engine.NewPoolAllocator()
 	}
 	rb := array.NewRecordBuilder(mem, engine.Schema)
 	b := &Batcher{
@@ -366,79 +360,4 @@ func (b *Batcher) Release() {
 		b.rb.Release()
 		b.rb = nil
 	}
-}
-
-// poolAllocator is a memory.Allocator that recycles buffers by power-of-two
-// size class. Freed buffers go to a sync.Pool, so a buffer that nobody
-// releases is simply collected, and the pools empty themselves when idle.
-// Pools hold unsafe.Pointers to the first byte: pointer-shaped values go
-// into an interface without allocating.
-type poolAllocator struct {
-	pools [maxPoolClass + 1]sync.Pool
-}
-
-const (
-	minPoolClass = 6  // 64 bytes, Arrow's alignment
-	maxPoolClass = 30 // 1 GiB; larger buffers are not pooled
-)
-
-func newPoolAllocator() *poolAllocator { return &poolAllocator{} }
-
-func poolClass(size int) int {
-	return max(bits.Len(uint(size-1)), minPoolClass)
-}
-
-// Allocate returns a zeroed, 64-byte aligned buffer of length size whose
-// capacity is its size class.
-func (a *poolAllocator) Allocate(size int) []byte {
-	if size <= 0 {
-		return []byte{}
-	}
-	c := poolClass(size)
-	if c > maxPoolClass {
-		return memory.DefaultAllocator.Allocate(size)
-	}
-	n := 1 << c
-	if p := a.pools[c].Get(); p != nil {
-		b := unsafe.Slice((*byte)(p.(unsafe.Pointer)), n)[:size]
-		clear(b) // Arrow's primitive builders rely on zeroed memory
-		return b
-	}
-	b := make([]byte, n)
-	if uintptr(unsafe.Pointer(&b[0]))%64 != 0 {
-		// Go's size classes for powers of two >= 64 are aligned; this is
-		// a safety net, not a path taken in practice.
-		b = make([]byte, n+64)
-		off := int(64 - uintptr(unsafe.Pointer(&b[0]))%64)
-		b = b[off : off+n : off+n]
-	}
-	return b[:size]
-}
-
-// Reallocate grows b to size, keeping its content.
-func (a *poolAllocator) Reallocate(size int, b []byte) []byte {
-	if size <= cap(b) {
-		if size > len(b) {
-			clear(b[len(b):size])
-		}
-		return b[:size]
-	}
-	nb := a.Allocate(size)
-	copy(nb, b)
-	a.Free(b)
-	return nb
-}
-
-// Free returns b to its pool. Buffers that did not come from Allocate (their
-// capacity is not a size class) are left to the garbage collector.
-func (a *poolAllocator) Free(b []byte) {
-	n := cap(b)
-	if n < 1<<minPoolClass || n&(n-1) != 0 {
-		return
-	}
-	c := bits.TrailingZeros(uint(n))
-	if c > maxPoolClass {
-		return
-	}
-	a.pools[c].Put(unsafe.Pointer(unsafe.SliceData(b[:1])))
 }
