@@ -1,0 +1,130 @@
+// Package identity resolves every event to one profile: it owns identifier
+// normalisation, the identity graph in Pebble, the merge rules, and the
+// merge log.
+//
+// # Pieces
+//
+//   - Config: identifier types (priority, normaliser, limit with optional
+//     window, unique, blocked values exact and regex), caps, cache size, and
+//     the HMAC secret (from config or an environment variable).
+//   - Graph (New): the graph over a *pebble.DB the caller owns. Lookup,
+//     Profile, Log, RemoveIdentifier, Split, Apply, Check, Routes/Handler.
+//   - Stage (NewStage): the engine.Stage that resolves a batch.
+//   - Op and Apply: every change is an Op (create, link, touch, merge,
+//     refuse, remove, split). Ops are deterministic: the same Ops applied
+//     in the same order to the same graph give the same graph, byte for
+//     byte (TestOpsReplay). The Stage decides Ops from events and applies
+//     them; txn.apply is the only code that mutates the graph. OnCommit
+//     hands each commit's Ops to a hook: the later identity-log issue
+//     publishes them to Kafka and replicas call Apply.
+//   - RunBench / BenchEnv: the workload behind `go test -bench` and the
+//     10M-identifier run of `cdpstream bench`.
+//
+// # Where identifiers come from
+//
+// user_id from the user_id column, anonymous_id from anonymous_id, and
+// every type of the identifiers column (email, phone, device_id,
+// advertising_id, context.externalIds types) as named by the decoder; types
+// not in Config.Types are ignored unless unknown_types is "accept". An
+// alias event's previousId is not a type of its own: Segment documents it
+// as "an anonymous id or a user id you previously identified the user
+// with". It is read as a user_id when that user id is already known, and as
+// an anonymous_id otherwise, so aliasing an anonymous visitor links their
+// anonymous id, and aliasing a known user id merges the two profiles (which
+// the user_id limit may refuse: aliasing one user id to another then needs
+// a limit above 1). The decoder does not normalise; identity does, per
+// type, then drops blocked values (the value stays in the event; it just
+// never becomes an identifier, counted in cdp_identity_values_dropped_total).
+//
+// # Resolution
+//
+// For each event, in batch order: if all its identifiers belong to one
+// profile, that is the answer (fast path). Otherwise the identifiers are
+// ordered by priority (then type name, then value) and the union of their
+// profiles plus the new identifiers is checked: profiles marked apart by a
+// split must not merge; a unique type may hold one value; a limit counts
+// the values first seen within any window of its length. A type is checked
+// only if the union changes its values. On a violation the lowest-priority
+// identifier is dropped from matching and matching retries (which may
+// create a new profile). Then the caps: a merge past max_merges or
+// max_identifiers does not happen (the event resolves to the profile of its
+// highest-priority known identifier), and new identifiers past
+// max_identifiers are not added. Every refusal is counted by reason and
+// written to the merge log (once per batch for the same profiles and rule).
+// The oldest (lowest id) profile survives a merge.
+//
+// A replayed event (its offset is below the input offset committed with
+// the graph) is resolved read-only, to the profile now holding its first
+// identifier in priority order, which is where resolving it the first time
+// put it. Offsets committed by the Stage never move back.
+//
+// Un-merge: Split of a live profile returns every identifier to the
+// profile it came from (its origin), restoring every absorbed profile;
+// Split of a merged id takes it, and what was merged into it before, out of
+// its survivor. Identifiers added after a merge stay with the profile that
+// added them. The parts are marked apart. A restored profile's created time
+// is the time of the split (the original is not kept).
+//
+// # Key layout (prefixes 0x10-0x1f are identity's; values start with a version byte, 1)
+//
+//	0x10 0x01                 → v | uvarint next profile id | uvarint next log seq
+//	0x10 0x02                 → HMAC(secret, check string)[:16]; New refuses another secret
+//	0x11 | hmac16             → v | uvarint profile id
+//	0x12 | profile id (4 BE)  → v | 0 (live) | varint created (unix s)
+//	                              | uvarint n, n × (uvarint merged id, uvarint parent)
+//	                              | uvarint n, n × uvarint apart id
+//	                              | uvarint n, n × (uvarint type id, uvarint origin,
+//	                                  varint first seen, uvarint last-first, uvarint len, value)
+//	                          → v | 1 (redirect) | uvarint survivor
+//	0x13 | seq (8 BE)         → v | kind | varint time (unix µs) | uvarint survivor
+//	                              | uvarint n, n × uvarint merged | uvarint len, message id
+//	                              | uvarint len, rule
+//	0x14 | profile id | seq   → empty: the merge-log entries naming a profile
+//	0x15 | type name          → v | uvarint type id (dense from 1; ids in profile records)
+//
+// hmac16 is the first 16 bytes of HMAC-SHA256(secret, type name | 0x00 |
+// normalised value): no identifier is in a key in plain text. The plain
+// normalised values live only in profile records, because lookups show
+// them (masked) and split and removal recompute keys from them; a later
+// issue encrypts profile records with a per-profile key so erasure can
+// crypto-shred them.
+//
+// # Invariants (checked by Graph.Check, after every step of the golden tests)
+//
+//   - Every identifier key points to a live profile, and that profile lists
+//     the identifier; every listed identifier's key points back. An
+//     identifier belongs to exactly one profile.
+//   - A redirect is exactly one hop: it points to a live profile that lists
+//     it in merged (a merge rewrites the redirects of the merged profile's
+//     own merged ids).
+//   - Every profile id is below the persisted counter; ids start at 1 and 0
+//     means unresolved.
+//   - All writes of one engine.Batch, and its input offsets, commit in one
+//     synced Pebble batch; caches are updated only after the commit, so a
+//     failed commit leaves memory and disk as they were.
+//
+// # Caches
+//
+// Two bounded two-generation caches (approximate LRU, O(1), no per-entry
+// list) sit in front of Pebble: identifier hash → profile id (negative
+// entries included) and decoded profile records, sharing Config.CacheBytes
+// 3:1. Cache misses of a batch are looked up sorted and de-duplicated with
+// one Pebble iterator.
+//
+// # Metrics
+//
+//	cdp_identity_events_total{result}            resolved, unresolved, replayed
+//	cdp_identity_refused_total{reason,type}      limit, unique, apart, cap_merges, cap_identifiers
+//	cdp_identity_values_dropped_total{reason,type} blocked, invalid, unknown_type
+//	cdp_identity_merges_total
+//	cdp_identity_profiles_created_total
+//	cdp_identity_identifiers_added_total
+//	cdp_identity_demotions_total
+//	cdp_identity_ops_total{kind}
+//	cdp_identity_cache_hits_total{cache}, cdp_identity_cache_misses_total{cache}   identifier, profile
+//	cdp_identity_cache_bytes{cache}
+//
+// The type label is a configured type name, or "other" for accepted
+// unknown types. No metric carries a profile id or a value, and the
+// package logs nothing.
+package identity
