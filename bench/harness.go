@@ -70,7 +70,7 @@ type workload struct {
 	// run processes the events; it may call finished (on its own
 	// goroutine) when the work is done but before its teardown.
 	run func(ctx context.Context, progress func(done int64), finished func()) (events, bytes int64, err error)
-	n     int64
+	n   int64
 }
 
 // Run runs the workloads in order, on one machine in one process, so their
