@@ -72,10 +72,10 @@ func (c *genCache[K, V]) takeStats() (hits, misses uint64) {
 }
 
 // identEntryBytes estimates one identifier-cache entry: a 16-byte key, a
-// 4-byte value, and the map's slot and control overhead at its load factor.
-const identEntryBytes = 40
+// 16-byte value, and the map's slot and control overhead at its load factor.
+const identEntryBytes = 48
 
-func identSize(uint32) int64 { return identEntryBytes }
+func identSize(identEntry) int64 { return identEntryBytes }
 
 func profileSize(p *profile) int64 {
 	n := int64(96 + 8*len(p.merged) + 4*len(p.apart))

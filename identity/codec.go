@@ -12,7 +12,7 @@ import (
 // byte so that a layout change can be read side by side with the old one.
 const (
 	prefixMeta    byte = 0x10 // 0x10 | sub-key → meta values
-	prefixIdent   byte = 0x11 // 0x11 | hmac[:16] → v1 | uvarint profile id
+	prefixIdent   byte = 0x11 // 0x11 | hmac[:16] → v1 | uvarint profile id | varint last seen
 	prefixProfile byte = 0x12 // 0x12 | profile id (4 BE) → v1 | profile record
 	prefixLog     byte = 0x13 // 0x13 | seq (8 BE) → v1 | log entry
 	prefixLogIdx  byte = 0x14 // 0x14 | profile id (4 BE) | seq (8 BE) → empty
@@ -61,21 +61,31 @@ func typeKey(dst []byte, name string) []byte {
 	return append(dst, name...)
 }
 
-func appendIdentValue(dst []byte, profile uint32) []byte {
-	dst = append(dst, valueV1)
-	return binary.AppendUvarint(dst, uint64(profile))
+// identEntry is what an identifier key holds: its profile, and its last
+// seen time (unix seconds, a copy of the profile record's) so that the
+// resolution fast path never needs the profile record. pid 0: no such
+// identifier.
+type identEntry struct {
+	pid  uint32
+	last int64
 }
 
-func decodeIdentValue(v []byte) (uint32, error) {
-	if len(v) < 2 || v[0] != valueV1 {
-		return 0, corrupt("identifier value")
+func appendIdentValue(dst []byte, e identEntry) []byte {
+	dst = append(dst, valueV1)
+	dst = binary.AppendUvarint(dst, uint64(e.pid))
+	return binary.AppendVarint(dst, e.last)
+}
+
+func decodeIdentValue(v []byte) (identEntry, error) {
+	if len(v) < 3 || v[0] != valueV1 {
+		return identEntry{}, corrupt("identifier value")
 	}
 	d := decoder{b: v[1:]}
-	p := d.u32()
-	if d.err != nil || len(d.b) != 0 || p == 0 {
-		return 0, corrupt("identifier value")
+	e := identEntry{pid: d.u32(), last: d.varint()}
+	if d.err != nil || len(d.b) != 0 || e.pid == 0 {
+		return identEntry{}, corrupt("identifier value")
 	}
-	return p, nil
+	return e, nil
 }
 
 // profile is the decoded profile record. A profile is either live (redirect

@@ -46,7 +46,7 @@ type Graph struct {
 	maxPri int
 	next   uint32 // next profile id
 	seq    uint64 // next merge-log sequence number
-	idc    *genCache[hash, uint32]
+	idc    *genCache[hash, identEntry]
 	pc     *genCache[uint32, *profile]
 
 	onCommit func([]Op)
@@ -205,27 +205,28 @@ func (g *Graph) hashInto(h *hash, typ string, val []byte) {
 	copy(h[:], g.mac.Sum(g.sumBuf[:0]))
 }
 
-// lookupIdent returns the profile of the identifier with hash h, 0 if none.
-func (g *Graph) lookupIdent(h *hash) (uint32, error) {
-	if p, ok := g.idc.get(*h); ok {
-		return p, nil
+// lookupIdent returns the entry of the identifier with hash h; pid 0 if
+// there is none.
+func (g *Graph) lookupIdent(h *hash) (identEntry, error) {
+	if e, ok := g.idc.get(*h); ok {
+		return e, nil
 	}
 	g.kbuf = identKey(g.kbuf[:0], h)
 	v, closer, err := g.db.Get(g.kbuf)
 	if errors.Is(err, pebble.ErrNotFound) {
-		g.idc.put(*h, 0)
-		return 0, nil
+		g.idc.put(*h, identEntry{})
+		return identEntry{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("cannot read identifier: %w", err)
+		return identEntry{}, fmt.Errorf("cannot read identifier: %w", err)
 	}
-	p, err := decodeIdentValue(v)
+	e, err := decodeIdentValue(v)
 	closer.Close()
 	if err != nil {
-		return 0, err
+		return identEntry{}, err
 	}
-	g.idc.put(*h, p)
-	return p, nil
+	g.idc.put(*h, e)
+	return e, nil
 }
 
 // loadProfile returns the stored profile id, nil if there is none. The

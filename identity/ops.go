@@ -79,7 +79,7 @@ type Ident struct {
 // until commit succeeds, so a failed commit leaves the Graph as it was.
 type txn struct {
 	g       *Graph
-	ids     map[hash]uint32 // identifier → profile written (0: removed)
+	ids     map[hash]identEntry // identifiers written (pid 0: removed)
 	profs   map[uint32]*profile
 	newType []*typeInfo
 	log     []LogEntry
@@ -99,7 +99,7 @@ type tally struct {
 }
 
 func (g *Graph) newTxn() *txn {
-	return &txn{g: g, ids: make(map[hash]uint32), profs: make(map[uint32]*profile)}
+	return &txn{g: g, ids: make(map[hash]identEntry), profs: make(map[uint32]*profile)}
 }
 
 // begin readies tx for a new batch of operations.
@@ -114,9 +114,9 @@ func (tx *txn) begin() {
 	tx.next, tx.seq = tx.g.next, tx.g.seq
 }
 
-func (tx *txn) ident(h *hash) (uint32, error) {
-	if p, ok := tx.ids[*h]; ok {
-		return p, nil
+func (tx *txn) ident(h *hash) (identEntry, error) {
+	if e, ok := tx.ids[*h]; ok {
+		return e, nil
 	}
 	return tx.g.lookupIdent(h)
 }
@@ -252,7 +252,7 @@ func (tx *txn) apply(op *Op) error {
 			if j := p.findIdent(id, []byte(x.Value)); j >= 0 {
 				pi := &p.idents[j]
 				pi.last = max(pi.last, ts)
-				pi.first = min(pi.first, ts)
+				tx.ids[*tx.hashOf(x)] = identEntry{p.id, pi.last}
 			}
 		}
 	case OpMerge:
@@ -288,8 +288,8 @@ func (tx *txn) link(p *profile, idents []Ident, ts int64) error {
 		if err != nil {
 			return err
 		}
-		if cur != 0 {
-			return fmt.Errorf("%w: identifier of type %s already belongs to profile %d", ErrOpConflict, x.Type, cur)
+		if cur.pid != 0 {
+			return fmt.Errorf("%w: identifier of type %s already belongs to profile %d", ErrOpConflict, x.Type, cur.pid)
 		}
 		t := tx.g.typeByName(x.Type)
 		if t == nil {
@@ -300,7 +300,7 @@ func (tx *txn) link(p *profile, idents []Ident, ts int64) error {
 			return err
 		}
 		p.idents = append(p.idents, pident{typ: id, origin: p.id, first: ts, last: ts, value: x.Value})
-		tx.ids[*h] = p.id
+		tx.ids[*h] = identEntry{p.id, ts}
 		tx.tally.added++
 	}
 	return nil
@@ -323,7 +323,7 @@ func (tx *txn) merge(op *Op, ts int64) error {
 		for i := range q.idents {
 			x := &q.idents[i]
 			tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
-			tx.ids[h] = s.id
+			tx.ids[h] = identEntry{s.id, x.last}
 		}
 		s.idents = append(s.idents, q.idents...)
 		s.merged = append(s.merged, mergedRef{q.id, s.id})
@@ -353,10 +353,11 @@ func (tx *txn) remove(op *Op) error {
 	}
 	x := &op.Idents[0]
 	h := tx.hashOf(x)
-	pid, err := tx.ident(h)
+	e, err := tx.ident(h)
 	if err != nil {
 		return err
 	}
+	pid := e.pid
 	if pid == 0 {
 		return ErrNotFound
 	}
@@ -372,7 +373,7 @@ func (tx *txn) remove(op *Op) error {
 		return fmt.Errorf("%w: identifier missing from profile %d", ErrOpConflict, pid)
 	}
 	p.idents = slices.Delete(p.idents, j, j+1)
-	tx.ids[*h] = 0
+	tx.ids[*h] = identEntry{}
 	tx.appendLog(LogEntry{Kind: LogRemove, Time: op.Time, Survivor: pid, MessageID: op.MessageID,
 		Rule: "type:" + x.Type})
 	return nil
@@ -424,7 +425,7 @@ func (tx *txn) splitAll(op *Op, ts int64) error {
 		}
 		q.idents = append(q.idents, x)
 		tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
-		tx.ids[h] = q.id
+		tx.ids[h] = identEntry{q.id, x.last}
 	}
 	s.idents = kept
 	s.merged = nil
@@ -479,7 +480,7 @@ func (tx *txn) splitOut(op *Op, sid uint32, ts int64) error {
 		}
 		q.idents = append(q.idents, x)
 		tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
-		tx.ids[h] = q.id
+		tx.ids[h] = identEntry{q.id, x.last}
 	}
 	s.idents, s.merged = kept, keptM
 	if !s.isApart(q.id) {
@@ -507,15 +508,15 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 		}
 		return nil
 	}
-	for h, pid := range tx.ids {
+	for h, e := range tx.ids {
 		tx.kbuf = identKey(tx.kbuf[:0], &h)
-		if pid == 0 {
+		if e.pid == 0 {
 			if err := w.Delete(tx.kbuf, nil); err != nil {
 				return fmt.Errorf("cannot stage identity write: %w", err)
 			}
 			continue
 		}
-		tx.vbuf = appendIdentValue(tx.vbuf[:0], pid)
+		tx.vbuf = appendIdentValue(tx.vbuf[:0], e)
 		if err := set(tx.kbuf, tx.vbuf); err != nil {
 			return err
 		}
@@ -568,8 +569,8 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 
 func (tx *txn) publish() {
 	g := tx.g
-	for h, pid := range tx.ids {
-		g.idc.put(h, pid)
+	for h, e := range tx.ids {
+		g.idc.put(h, e)
 	}
 	for id, p := range tx.profs {
 		g.pc.put(id, p)

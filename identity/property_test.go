@@ -276,11 +276,11 @@ func (tg *testGraph) profileOf(typ, value string) uint32 {
 	}
 	var h hash
 	g.hashInto(&h, x.Type, []byte(x.Value))
-	pid, err := g.lookupIdent(&h)
+	e, err := g.lookupIdent(&h)
 	if err != nil {
 		tg.t.Fatal(err)
 	}
-	return pid
+	return e.pid
 }
 
 // follow returns the live profile of id, following its redirect.

@@ -41,9 +41,22 @@ func (s *Stage) resolve(st, en int32, ts int64, msgID string, alias bool) (uint3
 }
 
 // touch advances last seen for the event's identifiers held by profile pid
-// when the event is at least SeenGranularity newer.
+// when the event is at least SeenGranularity newer. The identifier entries
+// carry last seen, so the profile record is read only when a touch is due.
 func (s *Stage) touch(pid uint32, ts int64) error {
 	tx := s.tx
+	gran := max(int64(s.g.cfg.SeenGranularity/time.Second), 1)
+	sec := micros2secs(ts)
+	due := false
+	for _, c := range s.cands {
+		if c.pid != 0 && sec-c.last >= gran {
+			due = true
+			break
+		}
+	}
+	if !due {
+		return nil
+	}
 	p, err := tx.get(pid)
 	if err != nil {
 		return err
@@ -51,8 +64,6 @@ func (s *Stage) touch(pid uint32, ts int64) error {
 	if p == nil || p.redirect != 0 {
 		return fmt.Errorf("%w: identifier points to profile %d, which is not live", ErrCorrupt, pid)
 	}
-	gran := max(int64(s.g.cfg.SeenGranularity/time.Second), 1)
-	sec := micros2secs(ts)
 	s.news = s.news[:0]
 	for _, c := range s.cands {
 		if c.pid == 0 {

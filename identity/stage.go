@@ -51,8 +51,8 @@ type slot struct {
 	t      *typeInfo
 	off, n int32 // normalised value in arena
 	h      hash
-	pid    uint32 // committed profile at the start of the batch
-	alt    uint8  // previous_id candidates: altUser, then altAnon
+	ent    identEntry // committed at the start of the batch
+	alt    uint8      // previous_id candidates: altUser, then altAnon
 }
 
 const (
@@ -62,8 +62,9 @@ const (
 )
 
 type cand struct {
-	s   int32 // slot index
-	pid uint32
+	s    int32 // slot index
+	pid  uint32
+	last int64
 }
 
 type typeTime struct {
@@ -332,8 +333,8 @@ func (s *Stage) prefetch() error {
 	s.misses = s.misses[:0]
 	for i := range s.slots {
 		sl := &s.slots[i]
-		if pid, ok := g.idc.get(sl.h); ok {
-			sl.pid = pid
+		if e, ok := g.idc.get(sl.h); ok {
+			sl.ent = e
 		} else {
 			s.misses = append(s.misses, int32(i))
 		}
@@ -350,28 +351,28 @@ func (s *Stage) prefetch() error {
 	for i := 0; i < len(s.misses); {
 		h := &s.slots[s.misses[i]].h
 		s.kbuf = identKey(s.kbuf[:0], h)
-		var pid uint32
+		var e identEntry
 		if it.SeekGE(s.kbuf) && bytes.Equal(it.Key(), s.kbuf) {
-			if pid, err = decodeIdentValue(it.Value()); err != nil {
+			if e, err = decodeIdentValue(it.Value()); err != nil {
 				return err
 			}
 		}
-		g.idc.put(*h, pid)
+		g.idc.put(*h, e)
 		for ; i < len(s.misses) && s.slots[s.misses[i]].h == *h; i++ {
-			s.slots[s.misses[i]].pid = pid
+			s.slots[s.misses[i]].ent = e
 		}
 	}
 	return it.Error()
 }
 
-// cur is the profile of sl now, with this batch's earlier changes.
-func (s *Stage) cur(sl *slot) uint32 {
+// cur is the entry of sl now, with this batch's earlier changes.
+func (s *Stage) cur(sl *slot) identEntry {
 	if len(s.tx.ids) > 0 {
-		if p, ok := s.tx.ids[sl.h]; ok {
-			return p
+		if e, ok := s.tx.ids[sl.h]; ok {
+			return e
 		}
 	}
-	return sl.pid
+	return sl.ent
 }
 
 // gather fills s.cands with the identifiers of the slots st..en and their
@@ -381,14 +382,14 @@ func (s *Stage) gather(st, en int32) {
 	s.cands = s.cands[:0]
 	for i := st; i < en; i++ {
 		sl := &s.slots[i]
-		pid := s.cur(sl)
+		e := s.cur(sl)
 		switch sl.alt {
 		case altUser:
-			if pid == 0 {
+			if e.pid == 0 {
 				continue // not a known user id: read it as an anonymous id
 			}
 		case altAnon:
-			if i > st && s.slots[i-1].alt == altUser && s.cur(&s.slots[i-1]) != 0 {
+			if i > st && s.slots[i-1].alt == altUser && s.cur(&s.slots[i-1]).pid != 0 {
 				continue // read as the known user id
 			}
 		}
@@ -400,7 +401,7 @@ func (s *Stage) gather(st, en int32) {
 			}
 		}
 		if !dup {
-			s.cands = append(s.cands, cand{s: i, pid: pid})
+			s.cands = append(s.cands, cand{s: i, pid: e.pid, last: e.last})
 		}
 	}
 }

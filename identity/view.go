@@ -41,14 +41,14 @@ func (g *Graph) Lookup(typ, value string) (ProfileView, error) {
 	}
 	var h hash
 	g.hashInto(&h, x.Type, []byte(x.Value))
-	pid, err := g.lookupIdent(&h)
+	e, err := g.lookupIdent(&h)
 	if err != nil {
 		return ProfileView{}, err
 	}
-	if pid == 0 {
+	if e.pid == 0 {
 		return ProfileView{}, ErrNotFound
 	}
-	return g.viewLocked(pid)
+	return g.viewLocked(e.pid)
 }
 
 // Profile returns profile id, following a redirect if id was merged.
@@ -186,7 +186,7 @@ func (g *Graph) Check() error {
 	if err := it.Close(); err != nil {
 		return err
 	}
-	want := map[hash]uint32{}
+	want := map[hash]identEntry{}
 	for id, p := range profiles {
 		if id == 0 || id >= g.next {
 			return fmt.Errorf("profile %d not below the counter %d", id, g.next)
@@ -210,9 +210,9 @@ func (g *Graph) Check() error {
 			var h hash
 			g.hashInto(&h, g.byID[x.typ].name, []byte(x.value))
 			if other, dup := want[h]; dup {
-				return fmt.Errorf("identifier held by profiles %d and %d", other, id)
+				return fmt.Errorf("identifier held by profiles %d and %d", other.pid, id)
 			}
-			want[h] = id
+			want[h] = identEntry{id, x.last}
 		}
 	}
 	it, err = g.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixIdent}, UpperBound: []byte{prefixIdent + 1}})
@@ -227,14 +227,14 @@ func (g *Graph) Check() error {
 			return corrupt("identifier key")
 		}
 		copy(h[:], it.Key()[1:])
-		pid, err := decodeIdentValue(it.Value())
+		e, err := decodeIdentValue(it.Value())
 		if err != nil {
 			it.Close()
 			return err
 		}
-		if want[h] != pid {
+		if want[h] != e {
 			it.Close()
-			return fmt.Errorf("identifier key points to profile %d, held by profile %d", pid, want[h])
+			return fmt.Errorf("identifier key holds %+v, its profile record %+v", e, want[h])
 		}
 		n++
 	}
