@@ -96,15 +96,15 @@ func (s *FileSource) read(r io.Reader) {
 		}
 		buf = buf[:0]
 		var err error
-		for len(buf) < chunkSize-4096 {
+		for {
 			var line []byte
 			line, err = br.ReadSlice('\n')
 			buf = append(buf, line...)
 			if errors.Is(err, bufio.ErrBufferFull) {
 				err = nil
-				continue
+				continue // the same line goes on: a chunk ends only at a line end
 			}
-			if err != nil || br.Buffered() == 0 {
+			if err != nil || br.Buffered() == 0 || len(buf) >= chunkSize-4096 {
 				break
 			}
 		}
