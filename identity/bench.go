@@ -39,10 +39,12 @@ type BenchResult struct {
 	Profiles    int
 	// LoadPerSec is identifiers created per second while loading.
 	LoadPerSec float64
-	// WarmPerSec is events resolved per second with every identifier and
-	// profile in the cache; ColdPerSec with empty identity caches (every
-	// lookup goes to Pebble, whose block cache and the OS page cache are
-	// warm). Both include the synced Pebble commit of each batch.
+	// WarmPerSec is events resolved per second with every identifier in the
+	// cache; ColdPerSec starting from empty identity caches (they fill as
+	// the run goes: with many identifiers most lookups still go to Pebble,
+	// whose block cache and the OS page cache are warm). Both include the
+	// synced Pebble commit of each batch. BenchmarkResolve/cold drops the
+	// caches before every batch instead.
 	WarmPerSec, ColdPerSec float64
 	// DiskBytes is the size of identity's key families after compaction;
 	// BytesPerIdentifier divides it by Identifiers.

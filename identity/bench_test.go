@@ -156,3 +156,23 @@ func TestWarmAllocs(t *testing.T) {
 	}
 	t.Logf("%.0f allocations per 1024-row warm batch", allocs)
 }
+
+// TestRunBench runs the harness entry point small; IDENTITY_BENCH_IDS=N
+// runs it at N identifiers (e.g. 10000000) and logs the result.
+func TestRunBench(t *testing.T) {
+	n, events := 20_000, 20_000
+	if s := os.Getenv("IDENTITY_BENCH_IDS"); s != "" {
+		if _, err := fmt.Sscan(s, &n); err != nil {
+			t.Fatal(err)
+		}
+		events = 1 << 20
+	}
+	res, err := RunBench(context.Background(), BenchConfig{Dir: t.TempDir(), Identifiers: n, Events: events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Profiles != n/4 || res.WarmPerSec <= 0 || res.ColdPerSec <= 0 || res.BytesPerIdentifier < 16 {
+		t.Fatalf("implausible result %+v", res)
+	}
+}
