@@ -3,6 +3,8 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -27,10 +29,17 @@ type Config struct {
 	// Name identifies the sink in metrics, logs and per-sink policies; it
 	// is used as a Prometheus label. Letters, digits, '_' and '-', at most
 	// 64 characters.
-	Name   string        `yaml:"name"`
-	Kafka  *KafkaConfig  `yaml:"kafka,omitempty"`
-	File   *FileConfig   `yaml:"file,omitempty"`
-	Stdout *StdoutConfig `yaml:"stdout,omitempty"`
+	Name string `yaml:"name"`
+	// Events says whether the sink receives events. Default true; false
+	// makes a sink for control records only (see Records).
+	Events *bool `yaml:"events,omitempty"`
+	// Records lists the control records the sink receives besides events:
+	// "merge" (profile merges, for re-keying downstream). Default none.
+	// Kafka, NDJSON and stdout sinks can carry them.
+	Records []string      `yaml:"records,omitempty"`
+	Kafka   *KafkaConfig  `yaml:"kafka,omitempty"`
+	File    *FileConfig   `yaml:"file,omitempty"`
+	Stdout  *StdoutConfig `yaml:"stdout,omitempty"`
 }
 
 // KafkaConfig is a Kafka topic sink.
@@ -166,6 +175,17 @@ func (c *Config) Validate() error {
 	case 1:
 	default:
 		return fmt.Errorf("%s: only one of kafka, file, stdout may be set, found %s and %s", set[1], set[0], set[1])
+	}
+	for i, r := range c.Records {
+		if !slices.Contains(recordTypes, r) {
+			return fmt.Errorf("records[%d]: unknown record type %q (want %s)", i, r, strings.Join(recordTypes, ", "))
+		}
+		if c.File != nil && c.File.Format == FormatArrow {
+			return fmt.Errorf("records[%d]: an arrow file cannot carry control records", i)
+		}
+	}
+	if c.Events != nil && !*c.Events && len(c.Records) == 0 {
+		return errors.New("events: false with no records: the sink would receive nothing")
 	}
 	switch {
 	case c.Kafka != nil:
@@ -306,6 +326,19 @@ func (c *DeadLetterFileConfig) Validate() error {
 // (fill them with KafkaClientConfig.Inherit first); the client connects
 // lazily, so an unreachable broker shows up at the first Write.
 func New(cfg Config) (engine.Sink, error) {
+	s, err := newSink(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r, err := route(s, cfg)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func newSink(cfg Config) (engine.Sink, error) {
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -1,0 +1,176 @@
+package sink
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdpstream/cdpstream/engine"
+)
+
+// Control records are what a sink can carry besides events: today profile
+// merges, so downstream tools can re-key what they hold under the merged
+// ids. A sink receives them only when its config lists them in `records`.
+// They are JSON objects with a "type" field; on Kafka they also carry the
+// header cdp-record-type and are keyed by the survivor's profile id, so they
+// land on the partition of that profile's events.
+const (
+	// RecordMerge: {"type":"merge","survivor":1,"merged":[7,9],
+	// "time":"...","message_id":"...","rule":"..."}.
+	RecordMerge = "merge"
+	// HeaderRecordType names the control record type on Kafka.
+	HeaderRecordType = "cdp-record-type"
+)
+
+var recordTypes = []string{RecordMerge}
+
+// Record is one control record: Type, a Kafka key and the JSON value.
+type Record struct {
+	Type  string
+	Key   []byte
+	Value []byte
+}
+
+// RecordWriter is implemented by the sinks that can carry control records.
+// WriteRecords returns once the records are durably handed over.
+type RecordWriter interface {
+	WriteRecords(ctx context.Context, recs []Record) error
+}
+
+type mergeJSON struct {
+	Type      string    `json:"type"`
+	Survivor  uint32    `json:"survivor"`
+	Merged    []uint32  `json:"merged"`
+	Time      time.Time `json:"time"`
+	MessageID string    `json:"message_id,omitempty"`
+	Rule      string    `json:"rule,omitempty"`
+}
+
+// MergeRecords encodes merges as control records (off the per-event path:
+// merges are rare, so encoding/json is fine).
+func MergeRecords(merges []engine.Merge) []Record {
+	out := make([]Record, 0, len(merges))
+	for _, m := range merges {
+		v, _ := json.Marshal(mergeJSON{Type: RecordMerge, Survivor: m.Survivor, Merged: m.Merged, Time: m.Time.UTC(), MessageID: m.MessageID, Rule: m.Rule})
+		out = append(out, Record{Type: RecordMerge, Key: []byte(strconv.FormatUint(uint64(m.Survivor), 10)), Value: v})
+	}
+	return out
+}
+
+// WriteRecords implements RecordWriter: it produces the records and waits
+// for every acknowledgement.
+func (s *Kafka) WriteRecords(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	rs := make([]*kgo.Record, len(recs))
+	for i, r := range recs {
+		rs[i] = &kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value,
+			Headers: []kgo.RecordHeader{{Key: HeaderRecordType, Value: []byte(r.Type)}}}
+	}
+	if err := s.cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		return fmt.Errorf("sink %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// WriteRecords implements RecordWriter: one line per record, flushed and,
+// with sync on, fsynced.
+func (s *NDJSON) WriteRecords(ctx context.Context, recs []Record) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return errClosed
+	}
+	if s.err != nil {
+		return s.err
+	}
+	for _, r := range recs {
+		writeLine(s.bw, r.Value)
+	}
+	if err := s.bw.Flush(); err != nil {
+		s.err = fmt.Errorf("sink %s: cannot write %s: %w", s.name, s.path, err)
+		return s.err
+	}
+	if s.sync {
+		if err := s.f.Sync(); err != nil {
+			s.err = fmt.Errorf("sink %s: cannot sync %s: %w", s.name, s.path, err)
+			return s.err
+		}
+	}
+	return nil
+}
+
+// WriteRecords implements RecordWriter.
+func (s *Stdout) WriteRecords(ctx context.Context, recs []Record) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	for _, r := range recs {
+		writeLine(s.bw, r.Value)
+	}
+	return s.bw.Flush()
+}
+
+// routed wraps a sink with its config's choice of events and control
+// records. It implements engine.MergeSink when the sink takes merges.
+type routed struct {
+	engine.Sink
+	events bool
+	rw     RecordWriter
+}
+
+func (r *routed) Write(ctx context.Context, b *engine.Batch, sel []int) error {
+	if !r.events {
+		return nil
+	}
+	return r.Sink.Write(ctx, b, sel)
+}
+
+// WriteMerges implements engine.MergeSink.
+func (r *routed) WriteMerges(ctx context.Context, merges []engine.Merge) error {
+	return r.rw.WriteRecords(ctx, MergeRecords(merges))
+}
+
+// Ping forwards to the wrapped sink when it can ping.
+func (r *routed) Ping(ctx context.Context) error {
+	if p, ok := r.Sink.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
+// route applies cfg.Events and cfg.Records to s.
+func route(s engine.Sink, cfg Config) (engine.Sink, error) {
+	events := cfg.Events == nil || *cfg.Events // Validate: false needs records
+	if len(cfg.Records) == 0 {
+		return s, nil
+	}
+	rw, ok := s.(RecordWriter)
+	if !ok {
+		return nil, fmt.Errorf("records: a %s sink cannot carry control records (use kafka, an ndjson file or stdout)", kindOf(cfg))
+	}
+	return &routed{Sink: s, events: events, rw: rw}, nil
+}
+
+func kindOf(cfg Config) string {
+	switch {
+	case cfg.Kafka != nil:
+		return "kafka"
+	case cfg.File != nil:
+		return cfg.File.Format + " file"
+	}
+	return "stdout"
+}
