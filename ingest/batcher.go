@@ -353,8 +353,9 @@ func (b *Batcher) Flush() *engine.Batch {
 	return batch
 }
 
-// Release frees the builders. Batches already flushed stay valid: they own
-// their records.
+// Release frees the builders; the Batcher must not be used afterwards. A
+// batch still open is dropped: Flush it first. Batches already flushed stay
+// valid: they own their records.
 func (b *Batcher) Release() {
 	if b.rb != nil {
 		b.rb.Release()

@@ -69,7 +69,8 @@ type IdentifierSource struct {
 	// "email".
 	Type string `yaml:"type"`
 	// Paths are dotted JSON paths from the event root, e.g.
-	// "context.traits.email", tried in order; every path that holds a
+	// "context.traits.email"; each segment is an object key (arrays are not
+	// entered). Every path is read, in order, and each one that holds a
 	// non-empty string or a number yields one identifier.
 	Paths []string `yaml:"paths"`
 }

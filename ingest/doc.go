@@ -39,15 +39,17 @@
 //     must be objects. null counts as absent everywhere, and so does ""
 //     for ids and event;
 //  7. timestamps: every one of timestamp, originalTimestamp and receivedAt
-//     that is present must be an RFC 3339 string → else bad_timestamp. The
+//     that is present must be a string that time.Parse(time.RFC3339, s)
+//     accepts (the common forms take a fast path that does not allocate)
+//     → else bad_timestamp. The
 //     event time is the first present of timestamp, originalTimestamp,
 //     receivedAt, then the record's time (Kafka record timestamp), then the
 //     wall clock;
 //  8. identity: alias needs userId and previousId, every other type userId
 //     or anonymousId → missing_identity; track needs event →
 //     missing_event; group needs groupId → missing_group_id;
-//  9. identifiers: the values at the configured paths (DecodeConfig.
-//     Identifiers, by default traits.email, context.traits.email,
+//  9. identifiers: the values at the configured identifier paths (by
+//     default traits.email, context.traits.email,
 //     traits.phone, context.traits.phone, context.device.id,
 //     context.device.advertisingId) and every {"type", "id"} entry of
 //     context.externalIds, duplicates removed, in configuration order then
@@ -65,7 +67,11 @@
 // strings. Such an event is accepted and its raw bytes are forwarded as
 // they came. Set DecodeConfig.StrictJSON to reject it as malformed_json
 // instead; that runs fastjson's validator first and about doubles the
-// parse cost.
+// parse cost. One divergence remains even then: a lone UTF-16 surrogate
+// escape in a field the decoder reads ("\ud800") is kept as its six
+// characters, or becomes U+FFFD together with the escape after it, where
+// encoding/json writes U+FFFD for it alone. FuzzDecode checks agreement
+// with encoding/json on everything else.
 //
 // # Columns
 //
@@ -77,7 +83,9 @@
 // {type, value}, values as found, not normalised), profile_id = 0 and
 // consent_mask = 0 (filled later by identity and consent), raw (the
 // record's bytes, unchanged, so a sink forwards the event without
-// re-encoding it).
+// re-encoding it). Everything else in the event (context.consent,
+// context.consentManagement, context.ip, traits, properties) stays
+// reachable for later stages through raw; the decoder does not copy it out.
 //
 // # Invariants
 //
