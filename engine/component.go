@@ -60,3 +60,10 @@ type Flusher interface {
 type MergeSink interface {
 	WriteMerges(ctx context.Context, merges []Merge) error
 }
+
+// EventTaker is implemented by sinks that may decline events, such as a
+// sink for control records only. When TakesEvents is false the runner
+// neither writes nor counts events for that sink.
+type EventTaker interface {
+	TakesEvents() bool
+}

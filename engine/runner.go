@@ -350,9 +350,16 @@ func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error
 	var sel []int
 	drops := map[Reason]int{}
 	drop := func(_ int, reason Reason) { drops[reason]++ }
+	events := true
+	if et, ok := spec.Sink.(EventTaker); ok {
+		events = et.TakesEvents()
+	}
 	for f := range in {
 		b := f.b
 		rows := b.Rows()
+		if !events {
+			rows = 0
+		}
 		written := 0
 		err := c.observe(work, rows, func(ctx context.Context) (int, error) {
 			if rows > 0 {

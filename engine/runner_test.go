@@ -302,3 +302,33 @@ func TestRunnerConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// mergeOnly takes merge records but no events.
+type mergeOnly struct {
+	memSink
+	merges int
+}
+
+func (m *mergeOnly) TakesEvents() bool { return false }
+func (m *mergeOnly) WriteMerges(_ context.Context, ms []engine.Merge) error {
+	m.merges += len(ms)
+	return nil
+}
+
+func TestRunnerRecordsOnlySink(t *testing.T) {
+	alloc := memory.NewGoAllocator()
+	b := makeBatch(t, alloc, "b", 0, 5)
+	b.Merges = []engine.Merge{{Survivor: 1, Merged: []uint32{2}}}
+	src := &sliceSource{batches: []*engine.Batch{b}}
+	m := &mergeOnly{memSink: memSink{name: "merges"}}
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil, []engine.SinkSpec{{Sink: m}}, &memDead{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.ids) != 0 || m.merges != 1 || r.Stats().Sent[0] != 0 {
+		t.Fatalf("records-only sink: %d events written, %d merges, stats %d", len(m.ids), m.merges, r.Stats().Sent[0])
+	}
+}

@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/engine/sink"
+	"github.com/cdpstream/cdpstream/identity"
 	"github.com/cdpstream/cdpstream/ingest"
 )
 
@@ -28,7 +32,24 @@ type app struct {
 	dead   engine.DeadLetterSink
 	runner *engine.Runner
 	srv    *engine.Server
+	db     *pebble.DB
+	graph  *identity.Graph
 }
+
+// pebbleLogger sends Pebble's messages to slog: its routine job reports
+// at debug level, so a default run stays quiet.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	os.Exit(1)
+}
+
+// stateDir is where the instance's Pebble store lives inside data_dir.
+func stateDir(dataDir string) string { return filepath.Join(dataDir, "state") }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 	var lvl slog.Level
@@ -52,6 +73,21 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	}()
 	m := engine.NewMetrics(a.reg)
 	m.PreregisterReasons(ingest.Reasons)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return a, fmt.Errorf("data_dir: %w", err)
+	}
+	a.db, err = pebble.Open(stateDir(cfg.DataDir), &pebble.Options{Logger: pebbleLogger{log}})
+	if err != nil {
+		return a, fmt.Errorf("data_dir: cannot open the state store: %w", err)
+	}
+	if a.graph, err = identity.New(cfg.Identity, a.db, a.reg); err != nil {
+		return a, err
+	}
+	resolve, err := identity.NewStage(a.graph)
+	if err != nil {
+		return a, err
+	}
 
 	b, err := ingest.NewBatcher(cfg.Decode, cfg.Batch, engine.NewPoolAllocator())
 	if err != nil {
@@ -87,7 +123,7 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	if a.dead, err = sink.NewDeadLetter(cfg.DeadLetter); err != nil {
 		return a, fmt.Errorf("dead_letter.%w", err)
 	}
-	a.runner, err = engine.NewRunner(cfg.Runner, a.src, nil, specs, a.dead, m, log)
+	a.runner, err = engine.NewRunner(cfg.Runner, a.src, []engine.Stage{resolve}, specs, a.dead, m, log)
 	if err != nil {
 		return a, err
 	}
@@ -103,6 +139,16 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	})
 	if a.kafka != nil {
 		a.srv.AddReadyCheck("kafka", func(ctx context.Context) error { return a.kafka.Ping(ctx) })
+	}
+	for _, s := range a.sinks {
+		if p, ok := s.(interface{ Ping(context.Context) error }); ok {
+			a.srv.AddReadyCheck("sink:"+s.Name(), p.Ping)
+		}
+	}
+	// No auth yet: the audiences release adds bearer tokens with scopes;
+	// each route already names the scope it will need.
+	for _, r := range a.graph.Routes() {
+		a.srv.Handle(r.Method+" "+r.Path, r.Handler)
 	}
 	return a, nil
 }
@@ -137,6 +183,9 @@ func (a *app) close() error {
 	}
 	if a.dead != nil {
 		errs = append(errs, a.dead.Close())
+	}
+	if a.db != nil {
+		errs = append(errs, a.db.Close())
 	}
 	return errors.Join(errs...)
 }

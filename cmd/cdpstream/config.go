@@ -10,6 +10,7 @@ import (
 
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/engine/sink"
+	"github.com/cdpstream/cdpstream/identity"
 	"github.com/cdpstream/cdpstream/ingest"
 )
 
@@ -34,6 +35,7 @@ type Config struct {
 	Runner     engine.RunnerConfig   `yaml:"runner"`
 	Sinks      []sink.Config         `yaml:"sinks"`
 	DeadLetter sink.DeadLetterConfig `yaml:"dead_letter"`
+	Identity   identity.Config       `yaml:"identity"`
 	HTTP       engine.ServerConfig   `yaml:"http"`
 }
 
@@ -89,6 +91,7 @@ func (c *Config) defaults() {
 		c.DeadLetter.Kafka.Client.Inherit(c.Source.Kafka.Client)
 	}
 	c.DeadLetter.Defaults()
+	c.Identity.Defaults()
 	c.HTTP.Defaults()
 }
 
@@ -139,6 +142,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.DeadLetter.Validate(); err != nil {
 		return fmt.Errorf("dead_letter.%w", err)
+	}
+	if err := c.Identity.Validate(); err != nil {
+		return err // names identity.<field>
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		return fmt.Errorf("http.%w", err)

@@ -11,11 +11,12 @@ import (
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
+	t.Setenv("CDPSTREAM_IDENTITY_SECRET", "from-the-environment")
 	cfg, err := loadConfig("../../cdpstream.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Source.Kafka == nil || len(cfg.Sinks) != 2 || cfg.DeadLetter.Kafka == nil {
+	if cfg.Source.Kafka == nil || len(cfg.Sinks) != 3 || cfg.DeadLetter.Kafka == nil {
 		t.Fatalf("example config parsed to %+v", cfg)
 	}
 	// The kafka sink inherits the source's brokers.
@@ -26,6 +27,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 
 func TestBadConfigNamesTheField(t *testing.T) {
 	const base = `
+identity: {secret: s}
 source: {kafka: {brokers: [b:9092], topics: [in]}}
 sinks: [{name: s, stdout: {}}]
 dead_letter: {file: {path: /tmp/x}}
@@ -46,6 +48,7 @@ dead_letter: {file: {path: /tmp/x}}
 		{strings.Replace(base, "sinks: [{name: s, stdout: {}}]", "sinks: [{name: s, stdout: {}}, {name: s, stdout: {}}]", 1), "sinks[1].name"},
 		{strings.Replace(base, "sinks: [{name: s, stdout: {}}]", "sinks: []", 1), "sinks: at least one"},
 		{strings.Replace(base, "dead_letter: {file: {path: /tmp/x}}", "", 1), "dead_letter."},
+		{strings.Replace(base, "identity: {secret: s}", "identity: {secret_env: CDPSTREAM_TEST_UNSET_SECRET}", 1), "identity.secret"},
 	} {
 		_, err := parseConfig([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -85,6 +88,7 @@ source: {file: {path: "-"}}
 sinks: [{name: out, file: {path: `+out+`}}]
 dead_letter: {file: {path: `+dead+`}}
 http: {addr: "127.0.0.1:0"}
+identity: {secret: test-secret}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}

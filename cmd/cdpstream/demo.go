@@ -79,8 +79,11 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	}
 	outFile := filepath.Join(f.dataDir, "processed.ndjson")
 	deadFile := filepath.Join(f.dataDir, "dead-letter.ndjson")
-	for _, p := range []string{outFile, deadFile} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+	mergeFile := filepath.Join(f.dataDir, "merges.ndjson")
+	// Every demo starts from scratch: a new broker, so no old state either
+	// (its stored input offsets would mark the new events as replays).
+	for _, p := range []string{outFile, deadFile, mergeFile, stateDir(f.dataDir)} {
+		if err := os.RemoveAll(p); err != nil {
 			return err
 		}
 	}
@@ -93,13 +96,18 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	defer cluster.Close()
 	brokers := cluster.ListenAddrs()
 
+	no := false
 	cfg := &Config{DataDir: f.dataDir}
 	cfg.Log.Level = f.logLevel
 	cfg.Source.Kafka = &ingest.KafkaConfig{Client: sink.KafkaClientConfig{Brokers: brokers}, Group: demoGroup, Topics: []string{demoInput}}
 	cfg.Sinks = []sink.Config{
 		{Name: "kafka-out", Kafka: &sink.KafkaConfig{Topic: demoOutput, Compression: "zstd", Key: sink.KeyProfileID}},
 		{Name: "file-out", File: &sink.FileConfig{Path: outFile, Format: sink.FormatNDJSON}},
+		{Name: "merges", Events: &no, Records: []string{sink.RecordMerge}, File: &sink.FileConfig{Path: mergeFile}},
 	}
+	// The demo's identifier hashes need a secret like any deployment; this
+	// one is public, so the demo's state must never hold real data.
+	cfg.Identity.Secret = "cdpstream-demo-secret-not-for-real-data"
 	cfg.DeadLetter.File = &sink.DeadLetterFileConfig{Path: deadFile}
 	cfg.HTTP.Addr = f.httpAddr
 	cfg.defaults()
@@ -118,7 +126,8 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("%w (pick another with -http 127.0.0.1:0)", err)}
 	}
 	fmt.Fprintf(stdout, "HTTP on http://%s  (try /metrics, /healthz, /readyz)\n", a.srv.Addr())
-	fmt.Fprintf(stdout, "output: Kafka topic %q, file %s; dead letters: %s\n\n", demoOutput, outFile, deadFile)
+	fmt.Fprintf(stdout, "output: Kafka topic %q, file %s; dead letters: %s; profile merges: %s\n", demoOutput, outFile, deadFile, mergeFile)
+	fmt.Fprintf(stdout, "look up a person: curl 'http://%s/v1/profiles/lookup?type=user_id&value=user-100000'\n\n", a.srv.Addr())
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
@@ -160,9 +169,10 @@ loop:
 			now := time.Now()
 			rate := float64(st.Received-lastIn) / now.Sub(lastT).Seconds()
 			lastIn, lastT = st.Received, now
-			fmt.Fprintf(stdout, "[%4.0fs] produced %s  in %s  out %s  dead %s  | %s ev/s  lag %s  batches %s\n",
+			fmt.Fprintf(stdout, "[%4.0fs] produced %s  in %s  out %s  dead %s  profiles %s  merges %s  | %s ev/s  lag %s\n",
 				now.Sub(start).Seconds(), human(uint64(produced.Load())), human(st.Received), human(st.Sent[0]), human(st.Dead),
-				human(uint64(rate)), human(uint64(a.kafka.Lag())), human(st.Committed))
+				human(counterSum(a, "cdp_identity_profiles_created_total", nil)), human(counterSum(a, "cdp_identity_merges_total", nil)),
+				human(uint64(rate)), human(uint64(a.kafka.Lag())))
 			if genFinished && st.Received >= uint64(produced.Load()) && st.Committed == st.Batches {
 				break loop
 			}
@@ -238,14 +248,16 @@ func printSummary(w io.Writer, a *app, brokers []string, elapsed time.Duration, 
 	fmt.Fprintf(w, "  consumed          %s records in %s batches (%s ev/s)\n", human(st.Received), human(st.Batches), human(uint64(float64(st.Received)/elapsed.Seconds())))
 	fmt.Fprintf(w, "  valid             %s\n", human(st.Valid))
 	fmt.Fprintf(w, "  dead-lettered     %s  -> %s\n", human(st.Dead), deadFile)
-	byReason := deadByReason(a)
-	reasons := make([]string, 0, len(byReason))
-	for r := range byReason {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for _, r := range reasons {
+	byReason := map[string]uint64{}
+	counterSum(a, "cdp_engine_dead_letter_total", byReason)
+	for _, r := range sortedKeys(byReason) {
 		fmt.Fprintf(w, "      %-18s %s\n", r, human(byReason[r]))
+	}
+	fmt.Fprintf(w, "  profiles          %s created, %s merges\n", human(counterSum(a, "cdp_identity_profiles_created_total", nil)), human(counterSum(a, "cdp_identity_merges_total", nil)))
+	refused := map[string]uint64{}
+	counterSum(a, "cdp_identity_refused_total", refused)
+	for _, r := range sortedKeys(refused) {
+		fmt.Fprintf(w, "      refused %-10s %s\n", r, human(refused[r]))
 	}
 	for i, s := range a.sinks {
 		fmt.Fprintf(w, "  sink %-12s %s events\n", s.Name(), human(st.Sent[i]))
@@ -275,25 +287,37 @@ func mustClient(brokers []string) *kgo.Client {
 	return cl
 }
 
-// deadByReason reads the dead-letter counter from the registry, so the
-// summary shows exactly what /metrics shows.
-func deadByReason(a *app) map[string]uint64 {
-	out := map[string]uint64{}
+// counterSum reads a counter family from the registry, so the demo shows
+// exactly what /metrics shows. It returns the total and, when by is not
+// nil, adds the value per first label to it.
+func counterSum(a *app, name string, by map[string]uint64) uint64 {
 	mfs, err := a.reg.Gather()
 	if err != nil {
-		return out
+		return 0
 	}
+	var total uint64
 	for _, mf := range mfs {
-		if mf.GetName() != "cdp_engine_dead_letter_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.Metric {
-			if v := m.GetCounter().GetValue(); v > 0 {
-				out[m.Label[0].GetValue()] = uint64(v)
+			v := uint64(m.GetCounter().GetValue())
+			total += v
+			if by != nil && v > 0 && len(m.Label) > 0 {
+				by[m.Label[0].GetValue()] += v
 			}
 		}
 	}
-	return out
+	return total
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // human formats n with thousands separators.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,10 +53,11 @@ type partOff struct {
 // valid event, and for each malformed record its position and the reason
 // the pipeline must give.
 type produced struct {
-	mu    sync.Mutex
-	valid map[string]bool
-	bad   map[partOff]engine.Reason
-	raw   map[partOff][]byte
+	someUserID string
+	mu         sync.Mutex
+	valid      map[string]bool
+	bad        map[partOff]engine.Reason
+	raw        map[partOff][]byte
 }
 
 func newProduced() *produced {
@@ -84,6 +87,13 @@ func (p *produced) produce(t *testing.T, brokers []string, seed uint64, n int) {
 				t.Fatalf("generator produced a valid event without messageId: %s", val)
 			}
 			id = m.MessageID
+			if p.someUserID == "" {
+				var u struct {
+					UserID string `json:"userId"`
+				}
+				_ = json.Unmarshal(val, &u)
+				p.someUserID = u.UserID
+			}
 		}
 		wg.Add(1)
 		cl.Produce(context.Background(), &kgo.Record{Key: []byte(key), Value: val}, func(r *kgo.Record, err error) {
@@ -213,7 +223,7 @@ func TestEndToEndKafka(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	ndjson, arrowFile := filepath.Join(dir, "out.ndjson"), filepath.Join(dir, "out.arrows")
+	ndjson, arrowFile, mergeFile := filepath.Join(dir, "out.ndjson"), filepath.Join(dir, "out.arrows"), filepath.Join(dir, "merges.ndjson")
 	cfg, err := parseConfig([]byte(fmt.Sprintf(`
 data_dir: %s
 log: {level: warn}
@@ -224,10 +234,12 @@ sinks:
   - {name: kafka, kafka: {topic: %s, compression: zstd, key: message_id}}
   - {name: ndjson, file: {path: %s}}
   - {name: arrow, file: {path: %s, format: arrow, compression: lz4}}
+  - {name: merges, events: false, records: [merge], file: {path: %s}}
 dead_letter:
   kafka: {topic: %s}
 http: {addr: "127.0.0.1:0"}
-`, dir, brokers[0], topicIn, topicOut, ndjson, arrowFile, topicDLQ)))
+identity: {secret: test-secret}
+`, dir, brokers[0], topicIn, topicOut, ndjson, arrowFile, mergeFile, topicDLQ)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,6 +262,8 @@ http: {addr: "127.0.0.1:0"}
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	// The identity graph answers over HTTP while the pipeline runs.
+	checkLookup(t, a.srv.Addr(), p.someUserID)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("graceful stop returned %v", err)
@@ -293,8 +307,12 @@ http: {addr: "127.0.0.1:0"}
 	ids = ids[:0]
 	for rd.Next() {
 		col := rd.RecordBatch().Column(engine.ColMessageID).(*array.String)
+		pids := rd.RecordBatch().Column(engine.ColProfileID).(*array.Uint32)
 		for i := 0; i < col.Len(); i++ {
 			ids = append(ids, col.Value(i))
+			if pids.Value(i) == 0 {
+				t.Errorf("arrow sink: message %s has no profile id", col.Value(i))
+			}
 		}
 	}
 	if rd.Err() != nil {
@@ -331,6 +349,32 @@ http: {addr: "127.0.0.1:0"}
 		t.Errorf("dead letters: %d, want %d", len(dead), len(p.bad))
 	}
 
+	// Merge records: the people of the corpus log in on several devices,
+	// so their anonymous profiles merge into older ones.
+	data, err = os.ReadFile(mergeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merges := splitLines(data)
+	if len(merges) == 0 {
+		t.Error("no merge records although people logged in on several devices")
+	}
+	for _, line := range merges {
+		var m struct {
+			Type     string   `json:"type"`
+			Survivor uint32   `json:"survivor"`
+			Merged   []uint32 `json:"merged"`
+		}
+		if err := json.Unmarshal(line, &m); err != nil || m.Type != "merge" || len(m.Merged) == 0 {
+			t.Fatalf("merge record %s: %v", line, err)
+		}
+		for _, id := range m.Merged {
+			if id <= m.Survivor {
+				t.Errorf("merge record %s: the oldest profile must survive", line)
+			}
+		}
+	}
+
 	if c, e := committedAll(t, brokers, "e2e"); c != e {
 		t.Errorf("committed offsets sum to %d, end offsets to %d", c, e)
 	}
@@ -356,4 +400,35 @@ func splitLines(data []byte) [][]byte {
 		data = data[i+1:]
 	}
 	return out
+}
+
+// checkLookup asks the running instance for the profile of a user id.
+func checkLookup(t *testing.T, addr, userID string) {
+	t.Helper()
+	if userID == "" {
+		t.Fatal("the corpus has no user id")
+	}
+	resp, err := http.Get("http://" + addr + "/v1/profiles/lookup?type=user_id&value=" + url.QueryEscape(userID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		ProfileID   uint32 `json:"profile_id"`
+		Identifiers []struct {
+			Type  string `json:"type"`
+			Value string `json:"value"`
+		} `json:"identifiers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("lookup of a known user id: status %d, %v", resp.StatusCode, err)
+	}
+	if v.ProfileID == 0 || len(v.Identifiers) < 2 {
+		t.Fatalf("lookup = %+v, want a profile with the user id and its devices", v)
+	}
+	for _, id := range v.Identifiers {
+		if id.Value == userID {
+			t.Errorf("lookup shows %s unmasked", id.Type)
+		}
+	}
 }

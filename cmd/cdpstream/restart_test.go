@@ -78,6 +78,7 @@ sinks:
 dead_letter:
   kafka: {topic: %s}
 http: {addr: "127.0.0.1:0"}
+identity: {secret: test-secret}
 `, dir, brokers[0], topicIn, maxRows, queueDepth, topicOut, topicDLQ)), 0o600); err != nil {
 		t.Fatal(err)
 	}

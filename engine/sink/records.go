@@ -132,6 +132,9 @@ type routed struct {
 	rw     RecordWriter
 }
 
+// TakesEvents implements engine.EventTaker.
+func (r *routed) TakesEvents() bool { return r.events }
+
 func (r *routed) Write(ctx context.Context, b *engine.Batch, sel []int) error {
 	if !r.events {
 		return nil
