@@ -25,6 +25,8 @@ Usage:
   cdpstream demo    [flags]          run everything on an embedded Kafka broker with generated traffic
   cdpstream run     -config FILE     run the pipeline against real brokers or an NDJSON file
   cdpstream bench   [flags]          run the end-to-end benchmarks
+  cdpstream profile lookup|remove-identifier|split [flags]
+                                     look up, correct or un-merge profiles over the HTTP API
   cdpstream version                  print the version
 
 Run 'cdpstream <command> -h' for the flags of a command.
@@ -51,6 +53,8 @@ func cli(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdin, stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
+	case "profile":
+		err = cmdProfile(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// apiClient talks to a running cdpstream's HTTP API, for the commands that
+// people who live in the terminal use instead of curl.
+type apiClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// clientFlags adds -addr and -token to fs.
+func clientFlags(fs *flag.FlagSet) (addr, token *string) {
+	defAddr := os.Getenv("CDPSTREAM_ADDR")
+	if defAddr == "" {
+		defAddr = "http://127.0.0.1:8080"
+	}
+	addr = fs.String("addr", defAddr, "base URL of the cdpstream HTTP API (env CDPSTREAM_ADDR)")
+	token = fs.String("token", os.Getenv("CDPSTREAM_TOKEN"), "bearer token (env CDPSTREAM_TOKEN)")
+	return addr, token
+}
+
+func newAPIClient(addr, token string) (*apiClient, error) {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil || u.Host == "" {
+		return nil, usageError{fmt.Errorf("-addr: %q is not a URL", addr)}
+	}
+	return &apiClient{base: strings.TrimSuffix(u.String(), "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// do sends a request and copies the JSON answer to out. A non-2xx answer
+// becomes an error carrying the server's message.
+func (c *apiClient) do(ctx context.Context, method, path string, body any, out io.Writer) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s %s: %s (HTTP %d)", method, path, e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+	}
+	_, err = out.Write(data)
+	return err
+}
+
+const profileUsage = `Usage:
+  cdpstream profile lookup  -type TYPE -value VALUE | -id N   a profile: masked identifiers, merge history
+  cdpstream profile remove-identifier -type TYPE -value VALUE remove one identifier from its profile
+  cdpstream profile split   -id N                             undo the merges of a profile
+Flags of every subcommand: -addr URL (env CDPSTREAM_ADDR), -token T (env CDPSTREAM_TOKEN).
+`
+
+// cmdProfile is the terminal face of the identity endpoints.
+func cmdProfile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, profileUsage)
+		return usageError{errors.New("missing subcommand")}
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("profile "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr, token := clientFlags(fs)
+	typ := fs.String("type", "", "identifier type (email, user_id, anonymous_id, phone, device_id, ...)")
+	value := fs.String("value", "", "identifier value (as sent in events; normalised by the server)")
+	id := fs.Uint("id", 0, "profile id")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	c, err := newAPIClient(*addr, *token)
+	if err != nil {
+		return err
+	}
+	byIdent := *typ != "" || *value != ""
+	switch sub {
+	case "lookup":
+		switch {
+		case byIdent && *id != 0:
+			return usageError{errors.New("give -type and -value, or -id, not both")}
+		case byIdent && (*typ == "" || *value == ""):
+			return usageError{errors.New("-type and -value go together")}
+		case byIdent:
+			return c.do(ctx, http.MethodGet, "/v1/profiles/lookup?type="+url.QueryEscape(*typ)+"&value="+url.QueryEscape(*value), nil, stdout)
+		case *id != 0:
+			return c.do(ctx, http.MethodGet, "/v1/profiles/lookup?profile_id="+strconv.FormatUint(uint64(*id), 10), nil, stdout)
+		}
+		return usageError{errors.New("lookup needs -type and -value, or -id")}
+	case "remove-identifier":
+		if *typ == "" || *value == "" {
+			return usageError{errors.New("remove-identifier needs -type and -value")}
+		}
+		return c.do(ctx, http.MethodPost, "/v1/profiles/remove-identifier", map[string]string{"type": *typ, "value": *value}, stdout)
+	case "split":
+		if *id == 0 {
+			return usageError{errors.New("split needs -id")}
+		}
+		return c.do(ctx, http.MethodPost, "/v1/profiles/split", map[string]uint{"profile_id": *id}, stdout)
+	}
+	fmt.Fprint(stderr, profileUsage)
+	return usageError{fmt.Errorf("unknown subcommand %q", sub)}
+}
