@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -28,6 +29,12 @@ type Options struct {
 	KafkaEvents int
 	// Corpus is the number of distinct generated records (cycled). Default 100,000.
 	Corpus int
+	// IdentityIDs sizes the identity resolution run (identifiers loaded
+	// before resolving); 0 skips it.
+	IdentityIDs int
+	// Dir holds the Pebble stores of the runs that need one; default a
+	// temporary directory, removed afterwards.
+	Dir string
 	// Only runs the workloads whose name contains this string ("" = all).
 	Only string
 	// Progress receives a progress bar; nil for none.
@@ -47,6 +54,11 @@ type Result struct {
 	MBPerSec        float64 `json:"mb_per_sec"`
 	AllocsPerEvent  float64 `json:"allocs_per_event"`
 	BytesPerEvent   float64 `json:"alloc_bytes_per_event"`
+	// Extra holds workload-specific figures, by unit (e.g. "B/identifier").
+	Extra map[string]float64 `json:"extra,omitempty"`
+	// Reported marks a rate the workload measured itself (no CPU, bytes or
+	// allocation figures).
+	Reported bool `json:"reported,omitempty"`
 }
 
 // Report is what `cdpstream bench -json` writes.
@@ -100,6 +112,23 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		{name: "BaselineJSONInMem", n: int64(opts.Events), run: func(ctx context.Context, p func(int64), _ func()) (int64, int64, error) {
 			return runPipeline(ctx, NewNaiveSource(corpus, opts.Events, 4096), p)
 		}},
+		{name: "PipelineInMemIdentity", n: int64(opts.Events), run: func(ctx context.Context, p func(int64), _ func()) (int64, int64, error) {
+			dir, err := os.MkdirTemp(opts.Dir, "identity-pipeline-")
+			if err != nil {
+				return 0, 0, err
+			}
+			defer os.RemoveAll(dir)
+			stage, closeStage, err := identityStage(dir)
+			if err != nil {
+				return 0, 0, err
+			}
+			defer closeStage()
+			b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, engine.NewPoolAllocator())
+			if err != nil {
+				return 0, 0, err
+			}
+			return runPipeline(ctx, NewMemSource(corpus, b, opts.Events), p, stage)
+		}},
 	}
 	if opts.KafkaEvents > 0 {
 		var brokers []string
@@ -126,6 +155,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 		rep.Results = append(rep.Results, r)
 	}
+	if opts.IdentityIDs > 0 && (opts.Only == "" || strings.Contains("IdentityResolveWarm IdentityResolveCold IdentityLoad", opts.Only)) {
+		rs, err := runIdentity(ctx, opts)
+		if err != nil {
+			return rep, fmt.Errorf("identity: %w", err)
+		}
+		rep.Results = append(rep.Results, rs...)
+	}
 	get := func(name string) *Result {
 		for i := range rep.Results {
 			if rep.Results[i].Name == name {
@@ -137,6 +173,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if p, b := get("PipelineInMem"), get("BaselineJSONInMem"); p != nil && b != nil {
 		rep.Ratios["pipeline_vs_baseline_events_per_sec"] = p.EventsPerSec / b.EventsPerSec
 		rep.Ratios["pipeline_vs_baseline_events_per_cpu_sec"] = p.EventsPerCPUSec / b.EventsPerCPUSec
+	}
+	if p, i := get("PipelineInMem"), get("PipelineInMemIdentity"); p != nil && i != nil {
+		rep.Ratios["pipeline_identity_vs_without_events_per_sec"] = i.EventsPerSec / p.EventsPerSec
 	}
 	return rep, nil
 }
@@ -216,11 +255,11 @@ func decodeBatch(c *Corpus, n int, progress func(int64)) (int64, int64, error) {
 }
 
 // runPipeline runs src through the runner into a discarding sink.
-func runPipeline(ctx context.Context, src engine.Source, progress func(int64)) (int64, int64, error) {
+func runPipeline(ctx context.Context, src engine.Source, progress func(int64), stages ...engine.Stage) (int64, int64, error) {
 	defer src.Close()
 	d := &DiscardSink{}
 	dead := &DiscardDead{}
-	r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil, []engine.SinkSpec{{Sink: d}}, dead, nil, nil)
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, stages, []engine.SinkSpec{{Sink: d}}, dead, nil, nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -327,8 +366,22 @@ func preload(ctx context.Context, brokers []string, c *Corpus, n int) error {
 func (r *Report) WriteBenchstat(w io.Writer) {
 	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/cdpstream/cdpstream/bench\ncpu-count: %d\n", r.Machine.GOOS, r.Machine.GOARCH, r.Machine.CPUs)
 	for _, x := range r.Results {
-		fmt.Fprintf(w, "BenchmarkE2E/%s-%d\t%d\t%.1f ns/op\t%.2f MB/s\t%.0f events/s\t%.0f events/cpu-s\t%.2f allocs/op\t%.0f B/op\n",
-			x.Name, runtime.GOMAXPROCS(0), x.Events, x.NsPerEvent, x.MBPerSec, x.EventsPerSec, x.EventsPerCPUSec, x.AllocsPerEvent, x.BytesPerEvent)
+		if x.Reported {
+			fmt.Fprintf(w, "BenchmarkE2E/%s-%d\t%d\t%.1f ns/op\t%.0f events/s",
+				x.Name, runtime.GOMAXPROCS(0), x.Events, x.NsPerEvent, x.EventsPerSec)
+		} else {
+			fmt.Fprintf(w, "BenchmarkE2E/%s-%d\t%d\t%.1f ns/op\t%.2f MB/s\t%.0f events/s\t%.0f events/cpu-s\t%.2f allocs/op\t%.0f B/op",
+				x.Name, runtime.GOMAXPROCS(0), x.Events, x.NsPerEvent, x.MBPerSec, x.EventsPerSec, x.EventsPerCPUSec, x.AllocsPerEvent, x.BytesPerEvent)
+		}
+		units := make([]string, 0, len(x.Extra))
+		for u := range x.Extra {
+			units = append(units, u)
+		}
+		sort.Strings(units)
+		for _, u := range units {
+			fmt.Fprintf(w, "\t%.1f %s", x.Extra[u], u)
+		}
+		fmt.Fprintln(w)
 	}
 	keys := make([]string, 0, len(r.Ratios))
 	for k := range r.Ratios {

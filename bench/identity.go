@@ -1,0 +1,62 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/identity"
+)
+
+// identityStage opens a Pebble store in dir with an identity graph over it
+// and returns its resolution stage.
+func identityStage(dir string) (engine.Stage, func(), error) {
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := identity.Config{Secret: "bench"}
+	cfg.Defaults()
+	g, err := identity.New(cfg, db, nil)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	st, err := identity.NewStage(g)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return st, func() { db.Close() }, nil
+}
+
+// runIdentity loads opts.IdentityIDs identifiers into a fresh store and
+// measures resolution with warm and cold caches (identity.RunBench).
+func runIdentity(ctx context.Context, opts Options) ([]Result, error) {
+	dir, err := os.MkdirTemp(opts.Dir, "identity-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bar := newBar(opts.Progress, "IdentityLoad", int64(opts.IdentityIDs))
+	res, err := identity.RunBench(ctx, identity.BenchConfig{Dir: dir + "/db", Identifiers: opts.IdentityIDs,
+		Progress: func(n int) { bar.set(int64(n)) }})
+	bar.done()
+	if err != nil {
+		return nil, err
+	}
+	events := int64(1 << 20) // identity.BenchConfig's default
+	mk := func(name string, perSec float64) Result {
+		r := Result{Name: fmt.Sprintf("%s/ids=%d", name, opts.IdentityIDs), Events: events, EventsPerSec: perSec,
+			Seconds: float64(events) / perSec, NsPerEvent: 1e9 / perSec, Reported: true,
+			Extra: map[string]float64{"B/identifier": res.BytesPerIdentifier, "profiles": float64(res.Profiles)}}
+		return r
+	}
+	load := mk("IdentityLoad", res.LoadPerSec)
+	load.Events = int64(opts.IdentityIDs)
+	load.Seconds = float64(opts.IdentityIDs) / res.LoadPerSec
+	return []Result{mk("IdentityResolveWarm", res.WarmPerSec), mk("IdentityResolveCold", res.ColdPerSec), load}, nil
+}
