@@ -1,0 +1,5 @@
+package segments
+
+import "math/bits"
+
+func tz(b uint64) int { return bits.TrailingZeros64(b) }

@@ -1,0 +1,504 @@
+package segments
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cockroachdb/pebble"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Consent is the consent stage (engine.Stage) and the owner of consent
+// state: per profile and purpose the latest decision, per purpose the
+// bitmaps of profiles granted and denied, and the suppression set. Its
+// methods are safe for concurrent use: Process holds the write lock for a
+// batch; policies' Select and the HTTP handlers take the read lock.
+type Consent struct {
+	cat *catalogue
+	cfg Config
+	db  *pebble.DB
+
+	mu         sync.RWMutex
+	profiles   map[uint32]*profile
+	granted    [MaxPurposes]*roaring.Bitmap
+	denied     [MaxPurposes]*roaring.Bitmap
+	suppressed *roaring.Bitmap
+	exp        expHeap
+
+	// stage-only state (under mu's write lock)
+	x       extractor
+	ev      eventConsent
+	dirty   map[uint32]struct{}
+	gone    map[uint32]struct{}
+	redir   map[uint32]uint32
+	key     []byte
+	val     []byte
+	maskB   *array.Uint64Builder
+	errSeen [4]uint64
+
+	ann annRing
+
+	pmu      sync.Mutex
+	policies map[string]*Policy
+
+	now func() time.Time
+	m   *metrics
+}
+
+// Option tunes New.
+type Option func(*Consent)
+
+// WithClock sets the clock used for expiry (default time.Now); tests use
+// it to step time.
+func WithClock(now func() time.Time) Option { return func(c *Consent) { c.now = now } }
+
+// WithAllocator sets the Arrow allocator of the consent_mask column
+// (default memory.DefaultAllocator).
+func WithAllocator(mem memory.Allocator) Option {
+	return func(c *Consent) { c.maskB = array.NewUint64Builder(mem) }
+}
+
+// New builds the consent stage over db (which the caller owns and closes
+// after the stage), loading the state stored under this package's key
+// prefixes and rebuilding the bitmaps from it. cfg is completed with
+// Defaults and validated. reg may be nil.
+func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (*Consent, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("consent.%w", err)
+	}
+	if db == nil {
+		return nil, errors.New("segments: nil pebble.DB")
+	}
+	c := &Consent{
+		cat: compile(cfg), cfg: cfg, db: db,
+		profiles:   map[uint32]*profile{},
+		suppressed: roaring.New(),
+		dirty:      map[uint32]struct{}{},
+		gone:       map[uint32]struct{}{},
+		redir:      map[uint32]uint32{},
+		policies:   map[string]*Policy{},
+		now:        time.Now,
+	}
+	for i := range c.granted {
+		c.granted[i], c.denied[i] = roaring.New(), roaring.New()
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.maskB == nil {
+		c.maskB = array.NewUint64Builder(memory.DefaultAllocator)
+	}
+	c.x = extractor{cat: c.cat, cache: newStringCache(cfg.CacheEntries)}
+	m, err := newMetrics(reg, c)
+	if err != nil {
+		return nil, err
+	}
+	c.m = m
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Name implements engine.Stage.
+func (c *Consent) Name() string { return "consent" }
+
+// load reads every profile's consent and the suppression set from Pebble.
+func (c *Consent) load() error {
+	it, err := c.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixProfile}, UpperBound: []byte{prefixSuppressed + 1}})
+	if err != nil {
+		return fmt.Errorf("cannot read consent state: %w", err)
+	}
+	defer it.Close()
+	now := c.now().UnixMicro()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 5 {
+			return fmt.Errorf("cannot load consent state: key %x: %w", k, errCorrupt)
+		}
+		pid := uint32(k[1])<<24 | uint32(k[2])<<16 | uint32(k[3])<<8 | uint32(k[4])
+		if k[0] == prefixSuppressed {
+			c.suppressed.Add(pid)
+			continue
+		}
+		p, err := decodeProfile(it.Value())
+		if err != nil {
+			return fmt.Errorf("cannot load consent of profile %d: %w", pid, err)
+		}
+		c.profiles[pid] = p
+		for b := p.set; b != 0; b &= b - 1 {
+			bit := tz(b)
+			d, _ := p.get(bit)
+			c.setBits(pid, p, bit, d, now)
+		}
+	}
+	return it.Error()
+}
+
+// setBits puts d's effective status for bit into p's masks and the
+// bitmaps, and schedules its expiry.
+func (c *Consent) setBits(pid uint32, p *profile, bit int, d Decision, now int64) {
+	m := uint64(1) << bit
+	switch d.effective(now) {
+	case Granted:
+		p.granted |= m
+		p.denied &^= m
+		c.granted[bit].Add(pid)
+		c.denied[bit].Remove(pid)
+		if d.Expires != 0 {
+			heap.Push(&c.exp, expiry{at: d.Expires, pid: pid, bit: uint8(bit)})
+		}
+	case Denied:
+		p.denied |= m
+		p.granted &^= m
+		c.denied[bit].Add(pid)
+		c.granted[bit].Remove(pid)
+	default:
+		p.granted &^= m
+		p.denied &^= m
+		c.granted[bit].Remove(pid)
+		c.denied[bit].Remove(pid)
+	}
+}
+
+// expire lapses the grants whose expiry is at or before now.
+func (c *Consent) expire(now int64) {
+	for len(c.exp) > 0 && c.exp[0].at <= now {
+		e := heap.Pop(&c.exp).(expiry)
+		p := c.profiles[e.pid]
+		d, ok := p.get(int(e.bit))
+		if !ok || d.Status != Granted || d.Expires != e.at {
+			continue // superseded
+		}
+		c.setBits(e.pid, p, int(e.bit), d, now)
+		c.m.expired(int(e.bit))
+	}
+}
+
+// apply records decision d of profile pid for bit, if it is not older
+// than the decision held: the latest timestamp wins, and on a tie a
+// denial beats a grant (so replaying a batch is idempotent).
+func (c *Consent) apply(pid uint32, bit int, d Decision, now int64) bool {
+	p := c.profiles[pid]
+	if p == nil {
+		p = &profile{}
+		c.profiles[pid] = p
+	}
+	if e, ok := p.get(bit); ok {
+		if d.Time < e.Time {
+			c.m.stale(d.Source)
+			return false
+		}
+		if d.Time == e.Time && (d == e || e.Status == Denied) {
+			return false
+		}
+	}
+	p.put(bit, d)
+	c.setBits(pid, p, bit, d, now)
+	c.dirty[pid] = struct{}{}
+	c.m.decision(bit, d.Source, d.Status)
+	return true
+}
+
+// merge moves the consent of merged into survivor: per purpose the later
+// decision (or, with merge: most_restrictive, a denial over a grant).
+func (c *Consent) merge(survivor, merged uint32, now int64) {
+	if survivor == merged {
+		return
+	}
+	pm := c.profiles[merged]
+	if pm == nil {
+		return
+	}
+	ps := c.profiles[survivor]
+	if ps == nil {
+		ps = &profile{}
+		c.profiles[survivor] = ps
+	}
+	for b := pm.set; b != 0; b &= b - 1 {
+		bit := tz(b)
+		dm, _ := pm.get(bit)
+		if ds, ok := ps.get(bit); ok && !c.mergeWins(dm, ds, now) {
+			continue
+		}
+		ps.put(bit, dm)
+		c.setBits(survivor, ps, bit, dm, now)
+	}
+	for b := pm.set; b != 0; b &= b - 1 {
+		bit := tz(b)
+		c.granted[bit].Remove(merged)
+		c.denied[bit].Remove(merged)
+	}
+	delete(c.profiles, merged)
+	delete(c.dirty, merged)
+	c.gone[merged] = struct{}{}
+	c.dirty[survivor] = struct{}{}
+	c.m.merges.Inc()
+}
+
+// mergeWins reports whether the merged profile's decision dm replaces the
+// survivor's ds.
+func (c *Consent) mergeWins(dm, ds Decision, now int64) bool {
+	if c.cfg.Merge == MergeMostRestrictive {
+		em, es := dm.effective(now), ds.effective(now)
+		if (em == Denied) != (es == Denied) {
+			return em == Denied
+		}
+	}
+	if dm.Time != ds.Time {
+		return dm.Time > ds.Time
+	}
+	return dm.Status == Denied && ds.Status != Denied
+}
+
+// Process implements engine.Stage: it applies the batch's merges, then
+// each row's consent to its profile (rows with profile id 0 only inform
+// their own mask), writes the changed profiles to Pebble in one synced
+// batch, and replaces the consent_mask column.
+//
+// consent_mask of a row is the effective consent after the row: bit i is
+// set when the profile (or, unresolved, the event) granted purpose i, or
+// nothing is known and purpose i defaults to granted.
+//
+// Pebble: one Pebble batch per engine.Batch, separate from identity's
+// batch (which commits identity and input offsets atomically). Applying a
+// decision is idempotent (latest wins, ties deny), so replaying batches
+// after a crash gives the same state; committing both in one Pebble batch
+// is the next step.
+func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
+	if b.Rows() == 0 && len(b.Merges) == 0 {
+		return nil
+	}
+	now := c.now().UnixMicro()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expire(now)
+	clear(c.dirty)
+	clear(c.gone)
+	clear(c.redir)
+	for _, mg := range b.Merges {
+		for _, id := range mg.Merged {
+			c.merge(mg.Survivor, id, now)
+			c.redir[id] = mg.Survivor
+		}
+	}
+	// a redirect chain within one batch (a merged into b, b into c)
+	for id, s := range c.redir {
+		for i := 0; i < 8; i++ {
+			next, ok := c.redir[s]
+			if !ok {
+				break
+			}
+			s = next
+		}
+		c.redir[id] = s
+	}
+	n := b.Rows()
+	if n == 0 {
+		return c.persist()
+	}
+	rec := b.Rec
+	pids, ok1 := rec.Column(engine.ColProfileID).(*array.Uint32)
+	raws, ok2 := rec.Column(engine.ColRaw).(*array.Binary)
+	tss, ok3 := rec.Column(engine.ColTimestamp).(*array.Timestamp)
+	if !ok1 || !ok2 || !ok3 {
+		return errors.New("segments: batch not in engine.Schema")
+	}
+	a := c.ann.claim(b.Seq, n)
+	c.maskB.Reserve(n)
+	def := c.cat.defGranted
+	for i := 0; i < n; i++ {
+		pid := pids.Value(i)
+		if s, ok := c.redir[pid]; ok {
+			pid = s
+		}
+		ts := int64(tss.Value(i)) // µs, per engine.Schema
+		ev := &c.ev
+		c.x.extract(raws.Value(i), ts, ev)
+		if ev.known != 0 && pid != 0 {
+			for bb := ev.known; bb != 0; bb &= bb - 1 {
+				bit := tz(bb)
+				d := Decision{Status: Denied, Time: ts, Source: ev.src[bit]}
+				if ev.ts[bit] != 0 {
+					d.Time = ev.ts[bit]
+				}
+				if ev.granted>>bit&1 == 1 {
+					d.Status = Granted
+					if ttl := c.cat.ttl[bit]; ttl > 0 {
+						d.Expires = d.Time + ttl
+					}
+				}
+				c.apply(pid, bit, d, now)
+			}
+		}
+		var known, granted uint64
+		if pid == 0 {
+			known, granted = ev.known, ev.granted
+		} else if p := c.profiles[pid]; p != nil {
+			known, granted = p.granted|p.denied, p.granted
+		}
+		c.maskB.UnsafeAppend(granted | def&^known)
+		a.ek[i], a.eg[i], a.pk[i] = ev.known, ev.granted, known
+	}
+	c.m.flushExtractor(&c.x, &c.errSeen)
+	err := c.persist()
+	col := c.maskB.NewUint64Array()
+	nrec, serr := rec.SetColumn(engine.ColConsentMask, col)
+	col.Release()
+	if serr != nil {
+		return fmt.Errorf("cannot set consent_mask: %w", serr)
+	}
+	rec.Release()
+	b.Rec = nrec
+	c.ann.publish(a, b.Seq, nrec)
+	c.m.gauges(c)
+	return err
+}
+
+// persist writes the dirty profiles and deletes the merged ones.
+func (c *Consent) persist() error {
+	if len(c.dirty) == 0 && len(c.gone) == 0 {
+		return nil
+	}
+	w := c.db.NewBatch()
+	defer w.Close()
+	for pid := range c.gone {
+		c.key = profileKey(c.key[:0], prefixProfile, pid)
+		if err := w.Delete(c.key, nil); err != nil {
+			return fmt.Errorf("cannot stage consent delete: %w", err)
+		}
+	}
+	for pid := range c.dirty {
+		p := c.profiles[pid]
+		if p == nil {
+			continue
+		}
+		c.key = profileKey(c.key[:0], prefixProfile, pid)
+		c.val = appendProfile(c.val[:0], p)
+		if err := w.Set(c.key, c.val, nil); err != nil {
+			return fmt.Errorf("cannot stage consent: %w", err)
+		}
+	}
+	if err := w.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("cannot commit consent: %w", err)
+	}
+	return nil
+}
+
+// Suppress adds profiles to the suppression set, persistently: policies
+// drop every event of a suppressed profile (reason "suppressed").
+func (c *Consent) Suppress(pids ...uint32) error { return c.setSuppressed(true, pids) }
+
+// Unsuppress removes profiles from the suppression set.
+func (c *Consent) Unsuppress(pids ...uint32) error { return c.setSuppressed(false, pids) }
+
+// Suppressed reports whether pid is suppressed.
+func (c *Consent) Suppressed(pid uint32) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.suppressed.Contains(pid)
+}
+
+func (c *Consent) setSuppressed(on bool, pids []uint32) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.db.NewBatch()
+	defer w.Close()
+	for _, pid := range pids {
+		k := profileKey(nil, prefixSuppressed, pid)
+		var err error
+		if on {
+			err = w.Set(k, nil, nil)
+		} else {
+			err = w.Delete(k, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("cannot stage suppression: %w", err)
+		}
+	}
+	if err := w.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("cannot commit suppression: %w", err)
+	}
+	for _, pid := range pids {
+		if on {
+			c.suppressed.Add(pid)
+		} else {
+			c.suppressed.Remove(pid)
+		}
+	}
+	return nil
+}
+
+// PurposeSets returns copies of the bitmaps of profiles that granted and
+// that denied purpose name (unknown = in neither), for audiences and
+// tests.
+func (c *Consent) PurposeSets(name string) (granted, denied *roaring.Bitmap, ok bool) {
+	bit, ok := c.cat.bitOf(name)
+	if !ok {
+		return nil, nil, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.granted[bit].Clone(), c.denied[bit].Clone(), true
+}
+
+// annotation keeps, for one processed batch, each row's event consent and
+// profile knowledge, which the consent_mask column cannot carry: policies
+// that decide by the event's consent, or that treat unknown differently
+// from the purpose default, read it. It is keyed by batch sequence and the
+// record Process produced, so a policy never reads another batch's rows.
+type annotation struct {
+	seq        uint64
+	rec        arrow.RecordBatch
+	ek, eg, pk []uint64
+}
+
+// annRing holds the annotations of the last len(a) batches. Select falls
+// back to the bitmaps and to parsing raw events for older batches.
+type annRing struct {
+	mu   sync.RWMutex
+	a    [64]annotation
+	next int
+}
+
+func (r *annRing) claim(seq uint64, n int) *annotation {
+	r.mu.Lock()
+	a := &r.a[r.next]
+	r.next = (r.next + 1) % len(r.a)
+	a.seq, a.rec = 0, nil
+	r.mu.Unlock()
+	grow := func(s []uint64) []uint64 {
+		if cap(s) < n {
+			return make([]uint64, n)
+		}
+		return s[:n]
+	}
+	a.ek, a.eg, a.pk = grow(a.ek), grow(a.eg), grow(a.pk)
+	return a
+}
+
+func (r *annRing) publish(a *annotation, seq uint64, rec arrow.RecordBatch) {
+	r.mu.Lock()
+	a.seq, a.rec = seq, rec
+	r.mu.Unlock()
+}
+
+// find returns the annotation of b; the caller holds r.mu.RLock.
+func (r *annRing) find(b *engine.Batch) *annotation {
+	for i := range r.a {
+		if a := &r.a[i]; a.rec != nil && a.seq == b.Seq && a.rec == b.Rec {
+			return a
+		}
+	}
+	return nil
+}
