@@ -59,6 +59,6 @@
 //
 // # Pebble key families
 //
-// One byte of prefix per family (store.go): 0x01 input offsets (engine),
+// One byte of prefix per family (store.go): 0x02 input offsets per owning stage (engine),
 // 0x10-0x1f identity, 0x20-0x2f segments, 0x30-0x3f privacy and audit.
 package engine

@@ -13,27 +13,38 @@ import (
 // written. New families take a new byte; a family changes layout by taking a
 // new byte too, so that old and new keys never mix.
 const (
-	// PrefixOffset: PrefixOffset | topic | 0x00 | partition (4 bytes BE)
-	// → next offset (8 bytes BE) | leader epoch (4 bytes BE).
-	PrefixOffset byte = 0x01
+	// PrefixOffset: PrefixOffset | owner | 0x00 | topic | 0x00 |
+	// partition (4 bytes BE) → next offset (8 bytes BE) | leader epoch
+	// (4 bytes BE). The owner is the stage that derived state from the
+	// input: each stage that keeps state commits its own position with its
+	// own writes, so one stage committing before another crashes never
+	// makes the other skip a batch.
+	PrefixOffset byte = 0x02
 	// 0x10-0x1f belong to package identity.
 	// 0x20-0x2f belong to package segments.
 	// 0x30-0x3f belong to privacy requests and the audit log.
 )
 
-func offsetKey(dst []byte, topic string, partition int32) []byte {
-	dst = append(dst, PrefixOffset)
+func offsetKey(dst []byte, owner, topic string, partition int32) []byte {
+	dst = offsetPrefix(dst, owner)
 	dst = append(dst, topic...)
 	dst = append(dst, 0)
 	return binary.BigEndian.AppendUint32(dst, uint32(partition))
 }
 
-// PutOffsets adds the input offsets to w, so that the state written in the
-// same Pebble batch and the position it was derived from commit atomically.
-func PutOffsets(w *pebble.Batch, offsets []Offset) error {
+func offsetPrefix(dst []byte, owner string) []byte {
+	dst = append(dst, PrefixOffset)
+	dst = append(dst, owner...)
+	return append(dst, 0)
+}
+
+// PutOffsets adds owner's input offsets to w, so that the state written in
+// the same Pebble batch and the position it was derived from commit
+// atomically. owner names the stage (no NUL bytes).
+func PutOffsets(w *pebble.Batch, owner string, offsets []Offset) error {
 	var k, v []byte
 	for _, o := range offsets {
-		k = offsetKey(k[:0], o.Topic, o.Partition)
+		k = offsetKey(k[:0], owner, o.Topic, o.Partition)
 		v = binary.BigEndian.AppendUint64(v[:0], uint64(o.Next))
 		v = binary.BigEndian.AppendUint32(v, uint32(o.Epoch))
 		if err := w.Set(k, v, nil); err != nil {
@@ -43,17 +54,19 @@ func PutOffsets(w *pebble.Batch, offsets []Offset) error {
 	return nil
 }
 
-// LoadOffsets returns every input offset stored in db, ordered by topic and
-// partition.
-func LoadOffsets(db *pebble.DB) ([]Offset, error) {
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{PrefixOffset}, UpperBound: []byte{PrefixOffset + 1}})
+// LoadOffsets returns every input offset owner stored in db, ordered by
+// topic and partition.
+func LoadOffsets(db *pebble.DB, owner string) ([]Offset, error) {
+	lo := offsetPrefix(nil, owner)
+	hi := append(offsetPrefix(nil, owner)[:len(lo)-1], 1)
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return nil, fmt.Errorf("cannot read offsets: %w", err)
 	}
 	defer it.Close()
 	var out []Offset
 	for it.First(); it.Valid(); it.Next() {
-		o, err := decodeOffset(it.Key(), it.Value())
+		o, err := decodeOffset(it.Key()[len(lo):], it.Value())
 		if err != nil {
 			return nil, err
 		}
@@ -64,12 +77,13 @@ func LoadOffsets(db *pebble.DB) ([]Offset, error) {
 
 var errBadOffset = errors.New("engine: corrupt offset entry")
 
+// decodeOffset decodes topic | 0x00 | partition → value.
 func decodeOffset(k, v []byte) (Offset, error) {
-	if len(k) < 6 || k[0] != PrefixOffset || k[len(k)-5] != 0 || len(v) != 12 {
+	if len(k) < 5 || k[len(k)-5] != 0 || len(v) != 12 {
 		return Offset{}, errBadOffset
 	}
 	return Offset{
-		Topic:     string(k[1 : len(k)-5]),
+		Topic:     string(k[:len(k)-5]),
 		Partition: int32(binary.BigEndian.Uint32(k[len(k)-4:])),
 		Next:      int64(binary.BigEndian.Uint64(v)),
 		Epoch:     int32(binary.BigEndian.Uint32(v[8:])),

@@ -554,7 +554,7 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 			return err
 		}
 	}
-	if err := engine.PutOffsets(w, offsets); err != nil {
+	if err := engine.PutOffsets(w, stageName, offsets); err != nil {
 		return err
 	}
 	if w.Empty() {

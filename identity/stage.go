@@ -87,7 +87,7 @@ type rowStats struct{ resolved, unresolved, replayed, demotions uint64 }
 // committed with the graph: rows below them were applied before a restart
 // and are resolved read-only.
 func NewStage(g *Graph) (*Stage, error) {
-	offs, err := engine.LoadOffsets(g.db)
+	offs, err := engine.LoadOffsets(g.db, stageName)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,11 @@ func NewStage(g *Graph) (*Stage, error) {
 }
 
 // Name implements engine.Stage.
-func (s *Stage) Name() string { return "identity" }
+func (s *Stage) Name() string { return stageName }
+
+// stageName names the stage in metrics and owns its input offsets in the
+// store (engine.PutOffsets).
+const stageName = "identity"
 
 // Process resolves every row of b.Rec, replaces its profile_id column,
 // appends the merges it caused to b.Merges, and commits the identity
