@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/cockroachdb/pebble"
-
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/identity"
 )
@@ -14,7 +12,7 @@ import (
 // identityStage opens a Pebble store in dir with an identity graph over it
 // and returns its resolution stage.
 func identityStage(dir string) (engine.Stage, func(), error) {
-	db, err := pebble.Open(dir, &pebble.Options{})
+	db, err := engine.OpenStore(dir, engine.StoreConfig{}, nil)
 	if err != nil {
 		return nil, nil, err
 	}

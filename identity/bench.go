@@ -112,9 +112,8 @@ type BenchEnv struct {
 
 // OpenBenchEnv opens a benchmark store in dir.
 func OpenBenchEnv(dir string, cacheBytes int64) (*BenchEnv, error) {
-	pc := pebble.NewCache(256 << 20)
-	defer pc.Unref()
-	db, err := pebble.Open(dir, &pebble.Options{Cache: pc, MemTableSize: 64 << 20, Logger: quietPebble{}})
+	// The store cmd/cdpstream opens: bloom filters, 256 MiB block cache.
+	db, err := engine.OpenStore(dir, engine.StoreConfig{}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open bench store: %w", err)
 	}

@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -347,26 +348,30 @@ func (s *Stage) prefetch() error {
 		return nil
 	}
 	slices.SortFunc(s.misses, func(a, b int32) int { return bytes.Compare(s.slots[a].h[:], s.slots[b].h[:]) })
-	it, err := g.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixIdent}, UpperBound: []byte{prefixIdent + 1}})
-	if err != nil {
-		return fmt.Errorf("cannot read identifiers: %w", err)
-	}
-	defer it.Close()
+	// Point lookups in key order: DB.Get consults the bloom filters
+	// (engine.OpenStore), so a new identifier costs no data-block read, and
+	// sorted keys keep the blocks that are read warm for their neighbours.
 	for i := 0; i < len(s.misses); {
 		h := &s.slots[s.misses[i]].h
 		s.kbuf = identKey(s.kbuf[:0], h)
 		var e identEntry
-		if it.SeekGE(s.kbuf) && bytes.Equal(it.Key(), s.kbuf) {
-			if e, err = decodeIdentValue(it.Value()); err != nil {
+		v, closer, err := g.db.Get(s.kbuf)
+		switch {
+		case err == nil:
+			e, err = decodeIdentValue(v)
+			closer.Close()
+			if err != nil {
 				return err
 			}
+		case !errors.Is(err, pebble.ErrNotFound):
+			return fmt.Errorf("cannot read identifiers: %w", err)
 		}
 		g.idc.put(*h, e)
 		for ; i < len(s.misses) && s.slots[s.misses[i]].h == *h; i++ {
 			s.slots[s.misses[i]].ent = e
 		}
 	}
-	return it.Error()
+	return nil
 }
 
 // cur is the entry of sl now, with this batch's earlier changes.

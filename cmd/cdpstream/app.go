@@ -36,18 +36,6 @@ type app struct {
 	graph  *identity.Graph
 }
 
-// pebbleLogger sends Pebble's messages to slog: its routine job reports
-// at debug level, so a default run stays quiet.
-type pebbleLogger struct{ log *slog.Logger }
-
-func (l pebbleLogger) Infof(format string, args ...any) {
-	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
-}
-func (l pebbleLogger) Fatalf(format string, args ...any) {
-	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
-	os.Exit(1)
-}
-
 // stateDir is where the instance's Pebble store lives inside data_dir.
 func stateDir(dataDir string) string { return filepath.Join(dataDir, "state") }
 
@@ -77,9 +65,8 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return a, fmt.Errorf("data_dir: %w", err)
 	}
-	a.db, err = pebble.Open(stateDir(cfg.DataDir), &pebble.Options{Logger: pebbleLogger{log}})
-	if err != nil {
-		return a, fmt.Errorf("data_dir: cannot open the state store: %w", err)
+	if a.db, err = engine.OpenStore(stateDir(cfg.DataDir), cfg.State, log); err != nil {
+		return a, fmt.Errorf("data_dir: %w", err)
 	}
 	if a.graph, err = identity.New(cfg.Identity, a.db, a.reg); err != nil {
 		return a, err

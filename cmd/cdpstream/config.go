@@ -19,7 +19,8 @@ import (
 // their validation errors with the block's path.
 type Config struct {
 	// DataDir holds the instance's state (Pebble). Default "./data".
-	DataDir string `yaml:"data_dir"`
+	DataDir string             `yaml:"data_dir"`
+	State   engine.StoreConfig `yaml:"state"`
 	Log     struct {
 		// Level: debug, info (default), warn, error.
 		Level string `yaml:"level"`
@@ -76,6 +77,7 @@ func (c *Config) defaults() {
 	if c.Source.Kafka != nil {
 		c.Source.Kafka.Defaults()
 	}
+	c.State.Defaults()
 	c.Decode.Defaults()
 	c.Batch.Defaults()
 	c.Runner.Defaults()
@@ -117,6 +119,9 @@ func (c *Config) validate() error {
 		if err := c.Source.File.Validate(); err != nil {
 			return fmt.Errorf("source.file.%w", err)
 		}
+	}
+	if err := c.State.Validate(); err != nil {
+		return fmt.Errorf("state.%w", err)
 	}
 	if err := c.Decode.Validate(); err != nil {
 		return err // already names decode.<field>
