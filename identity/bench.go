@@ -137,13 +137,6 @@ func (e *BenchEnv) Close() error {
 	return e.db.Close()
 }
 
-type quietPebble struct{}
-
-func (quietPebble) Infof(string, ...any) {}
-func (quietPebble) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf(format, args...))
-}
-
 // Load creates people with 4 identifiers each until n identifiers exist.
 func (e *BenchEnv) Load(ctx context.Context, n, batchRows int, progress func(int)) error {
 	for e.people*4 < n {
