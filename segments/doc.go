@@ -1,11 +1,105 @@
-// Package segments will own per-purpose consent state and audience
-// membership as roaring bitmaps of profile ids, audience rules, and the
-// audience HTTP handlers (issues 4 and 5).
+// Package segments owns consent: the purpose catalogue, each profile's
+// consent per purpose (status, time, source, optional expiry) in Pebble,
+// per-purpose roaring bitmaps of profiles granted and denied, the
+// suppression set, the consent stage that fills the consent_mask column,
+// the per-sink consent filter, and the consent HTTP API (issue 4).
+// Audiences (issue 5) will live here too. Sub-package iab decodes TCF v2.2,
+// GPP and US Privacy strings (written here: the module proxy refuses the
+// libraries; see its doc).
 //
-// Not built yet: the foundation release wires the pipeline without a
-// consent or audience stage, and every sink receives every valid event.
-// The engine already carries what this package will fill: the
-// consent_mask column of each batch (engine.ColConsentMask), a Filter per
-// sink (engine.Filter, engine.SinkSpec) and the
-// cdp_engine_dropped_total{sink,reason} counter.
+// # Pieces
+//
+//   - Config (YAML block "consent"): purposes (≤ 64: name, bit, default,
+//     grant_ttl, mappings segment / onetrust / ketch / custom / mparticle /
+//     tcf (1-11) / tcf_legitimate_interest / us_opt_out), fields (paths of
+//     each format), merge (latest | most_restrictive), cache_entries.
+//   - New → *Consent, the engine.Stage "consent". Process reads
+//     profile_id (0 = unresolved), timestamp and raw, applies b.Merges then
+//     each row's consent, persists, and replaces consent_mask.
+//   - PolicyConfig and NewPolicy → *Policy, the engine.Filter of one sink.
+//   - Suppress / Unsuppress / Suppressed: the suppression set, persisted.
+//   - Handler: PUT/GET /v1/profiles/{id}/consent, GET /v1/consent/explain.
+//   - BitmapMemory(n): the bitmap memory workload for the bench harness.
+//
+// # Semantics
+//
+//   - Per event, every configured format is read (a cheap byte prefilter
+//     skips events without any); within one event a denial from one format
+//     beats a grant from another. Segment categoryPreferences, when
+//     present, decides every purpose with segment keys (a missing key is a
+//     denial). RudderStack consentManagement: a denied id denies, all of a
+//     purpose's ids allowed grants. mParticle gdpr purposes use their own
+//     timestamp_unixtime_ms; ccpa data_sale_opt_out consented=true is an
+//     opt-out. TCF: a purpose is granted iff all its TCF purposes have
+//     consent; a string invalid under TCF v2.2 carries nothing (counted in
+//     cdp_segments_decode_errors_total). US signals (USP, GPP US sections,
+//     GPC) deny on opt-out and grant on "did not opt out"; GPC false says
+//     nothing. TCF/GPP strings are decoded once and cached (two-generation,
+//     cache_entries).
+//   - Per profile and purpose the latest timestamp wins; an older decision
+//     arriving late is ignored (cdp_segments_stale_total); on a tie a
+//     denial wins, which makes replaying a batch idempotent. A grant with
+//     an expiry (grant_ttl, or expires_at through the API) lapses to
+//     unknown at that time (checked at every batch and API call).
+//   - Merges (b.Merges, applied before the rows): per purpose the later
+//     decision (merge: latest) or a denial over a grant (most_restrictive);
+//     the merged profile's state is deleted; rows of the batch still
+//     carrying a merged id apply to the survivor.
+//   - consent_mask of a row: the profile's effective consent after that
+//     row (unresolved rows: the event's own), with unknown purposes at
+//     their catalogue default.
+//   - A Policy keeps a row iff the profile is not suppressed and the
+//     required purposes pass (all/any) in the view decide_by names
+//     (profile, event, or both for stricter), where unknown purposes count
+//     as allow, deny, or purpose_default; and the RudderStack block, if
+//     any, keeps it. Drop reasons: suppressed, consent_denied (a required
+//     purpose explicitly denied), consent_unknown, consent_denied_rudderstack.
+//
+// # Invariants
+//
+//   - The bitmaps equal the profiles' effective state: a profile is in
+//     granted[p] iff its decision for p is an unexpired grant, in denied[p]
+//     iff it is a denial; unknown is in neither (checked by the golden test
+//     after every step, and after restart, where they are rebuilt from
+//     Pebble).
+//   - Select never reads another batch's annotations: Process records,
+//     per batch (keyed by Seq and the record it produced), each row's event
+//     consent and which purposes the profile had decided, in a ring of the
+//     last 64 batches; for older batches Select falls back to the bitmaps
+//     (profile) and to parsing raw (event); TestPolicyMatchesNaive checks
+//     both against a naive per-event evaluation.
+//   - Locking: Process and the API's PUT hold the write lock; Select and
+//     GET hold the read lock.
+//
+// # Pebble (prefixes 0x20-0x2f)
+//
+//	0x20 | profile id (4 BE) → 1 | uvarint set | per bit: status | source | varint time µs | varint expires µs
+//	0x21 | profile id (4 BE) → empty: suppressed
+//
+// Writes go in one synced Pebble batch per engine.Batch, separate from
+// identity's batch, which commits identity and the input offsets
+// atomically. Consent application is idempotent, so a replay after a
+// crash converges; putting both in one Pebble batch is the next step.
+// Not yet: bitmap snapshots stored with the offsets (the bitmaps are
+// rebuilt by scanning 0x20 at start), consent-change records to sinks,
+// the consent record type on the input topic, field minimisation.
+//
+// # Memory
+//
+// Profiles with any decision are held in memory (map of compact records,
+// about 80 bytes + 24 per decision); the bitmaps cost about 1 byte per
+// profile for 4 purposes at 10M profiles (BitmapMemory).
+//
+// # Metrics
+//
+//	cdp_segments_decisions_total{purpose,source,status}
+//	cdp_segments_stale_total{source}
+//	cdp_segments_expired_total{purpose}
+//	cdp_segments_decode_errors_total{format}       tcf, gpp, usp, json
+//	cdp_segments_string_cache_{hits,misses}_total
+//	cdp_segments_merges_total
+//	cdp_segments_profiles{purpose,status}          bitmap cardinalities
+//
+// Drops are counted by the runner as cdp_engine_dropped_total{sink,reason}
+// from what a Policy reports. No metric carries a profile id.
 package segments

@@ -2,6 +2,7 @@ package segments
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/cdpstream/cdpstream/segments/iab"
 	"github.com/valyala/fastjson"
@@ -107,11 +108,33 @@ func compile(cfg Config) *catalogue {
 	f := cfg.Fields
 	c.pTCF, c.pGPP, c.pUSP, c.pGPC = path(f.TCF), path(f.GPP), path(f.USP), path(f.GPC)
 	c.pSegment, c.pRudder, c.pMParticle = path(f.Segment), path(f.RudderStack), path(f.MParticle)
-	seen := map[string]bool{}
+	// Prefilter needles: per path its first key below "context", as `"key`
+	// (no closing quote), dropping needles another one is a prefix of: the
+	// default paths give just `"consent` and `"gpc`.
+	var keys []string
 	for _, p := range [][]string{c.pTCF, c.pGPP, c.pUSP, c.pGPC, c.pSegment, c.pRudder, c.pMParticle} {
-		if len(p) > 0 && !seen[p[len(p)-1]] {
-			seen[p[len(p)-1]] = true
-			c.needles = append(c.needles, []byte(`"`+p[len(p)-1]+`"`))
+		if len(p) == 0 {
+			continue
+		}
+		k := p[len(p)-1]
+		for _, seg := range p {
+			if seg != "context" {
+				k = seg
+				break
+			}
+		}
+		keys = append(keys, `"`+k)
+	}
+	for i, k := range keys {
+		covered := false
+		for j, o := range keys {
+			if j != i && strings.HasPrefix(k, o) && (len(o) < len(k) || j < i) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			c.needles = append(c.needles, []byte(k))
 		}
 	}
 	return c

@@ -1,0 +1,114 @@
+package segments
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/cdpstream/cdpstream/engine"
+)
+
+func benchBatch(b *testing.B, n int, withConsent bool) *engine.Batch {
+	rows := make([]row, n)
+	for i := range rows {
+		raw := `{"type":"track","event":"Order Completed","userId":"u` + strconv.Itoa(i) + `","properties":{"revenue":12.5,"currency":"EUR","products":[{"id":"p1","price":12.5}]},"context":{"ip":"10.0.0.1","library":{"name":"analytics.js","version":"2.11.1"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64)"}}`
+		if withConsent {
+			raw = `{"type":"track","event":"Order Completed","userId":"u` + strconv.Itoa(i) + `","properties":{"revenue":12.5},"context":{"consent":{"categoryPreferences":{"Analytics":true,"Advertising":` + strconv.FormatBool(i%3 == 0) + `,"Functional":false},"tcString":"COvzTO5OvzTO5BRAAAENAPCoALIAADgAAAAAAewAwABAAlAB6ABBFADBQAQA9hAAAcAA"},"library":{"name":"analytics.js","version":"2.11.1"}}}`
+		}
+		rows[i] = row{pid: uint32(1 + i%1000), ts: time.Unix(int64(1000+i), 0), raw: raw}
+	}
+	return makeBatch(b, 1, rows)
+}
+
+// BenchmarkSelect is the per-sink filter on a processed 4096-row batch
+// (the bitmap / mask step); SetBytes counts 1 byte per event so MB/s
+// reads as millions of events per second.
+func BenchmarkSelect(b *testing.B) {
+	for _, pc := range []PolicyConfig{
+		{Name: "profile_default", Purposes: []string{"analytics"}, Require: "all", Unknown: "purpose_default", DecideBy: "profile"},
+		{Name: "profile_deny", Purposes: []string{"analytics", "advertising"}, Require: "all", Unknown: "deny", DecideBy: "profile"},
+		{Name: "stricter_any", Purposes: []string{"analytics", "advertising"}, Require: "any", Unknown: "allow", DecideBy: "stricter"},
+		{Name: "rudderstack", RudderStack: &RudderStackConfig{Provider: "oneTrust", Consents: []string{"C0002"}}},
+	} {
+		b.Run(pc.Name, func(b *testing.B) {
+			db := openDB(b, "")
+			defer db.Close()
+			c, err := New(testConfig(), db, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = c.Suppress(7)
+			batch := benchBatch(b, 4096, true)
+			defer batch.Release()
+			if err := c.Process(context.Background(), batch); err != nil {
+				b.Fatal(err)
+			}
+			p, err := NewPolicy(pc, c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sel := make([]int, 0, 4096)
+			drop := func(int, engine.Reason) {}
+			b.SetBytes(4096)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				sel = p.Select(batch, sel[:0], drop)
+			}
+			b.ReportMetric(float64(b.N)*4096/b.Elapsed().Seconds()/1e6, "Mevents/s")
+		})
+	}
+}
+
+// BenchmarkProcess is the consent stage per event (SetBytes = raw bytes):
+// events with consent fields (parse, decode cache hit, state update) and
+// without (prefilter only).
+func BenchmarkProcess(b *testing.B) {
+	for _, with := range []bool{true, false} {
+		b.Run(fmt.Sprintf("consent_fields=%v", with), func(b *testing.B) {
+			db := openDB(b, "")
+			defer db.Close()
+			c, err := New(testConfig(), db, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			proto := benchBatch(b, 4096, with)
+			defer proto.Release()
+			raw := 0
+			for i := 0; i < 4096; i++ {
+				raw += proto.Rec.Column(engine.ColRaw).(*array.Binary).ValueLen(i)
+			}
+			b.SetBytes(int64(raw))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				proto.Rec.Retain()
+				batch := &engine.Batch{Seq: 1, Rec: proto.Rec}
+				if err := c.Process(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+				batch.Release()
+			}
+			b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(b.N)/4096, "ns/event")
+		})
+	}
+}
+
+// BenchmarkBitmapMemory reports the bitmap memory of 10M profiles (100M
+// with -bitmap100m via the harness; too slow for go test by default).
+func BenchmarkBitmapMemory(b *testing.B) {
+	for _, n := range []int{10_000_000} {
+		b.Run(fmt.Sprintf("profiles_%d", n), func(b *testing.B) {
+			var ser, heap uint64
+			for b.Loop() {
+				ser, heap = BitmapMemory(n)
+			}
+			b.ReportMetric(float64(ser), "serialized-bytes")
+			b.ReportMetric(float64(heap), "heap-bytes")
+			b.ReportMetric(float64(ser)/float64(n), "bytes/profile")
+		})
+	}
+}
