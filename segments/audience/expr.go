@@ -331,7 +331,8 @@ func split(n *exprNode, src Source) (pos, neg []*roaring.Bitmap, err error) {
 
 // Count returns the size of the set e denotes without building it where
 // the shape allows: A AND B is AndCardinality, A OR B OrCardinality,
-// X AND NOT Y is |X| - AndCardinality(X, Y).
+// A AND B AND NOT C is |A ∧ B| - |A ∧ C ∧ B|, the intersections taken
+// smallest set first.
 func (e *Expr) Count(src Source) (uint64, error) {
 	return count(e.root, src)
 }
@@ -373,26 +374,35 @@ func count(n *exprNode, src Source) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var base *roaring.Bitmap
-	switch len(pos) {
-	case 0:
-		base = src.Universe()
-	case 1:
-		base = pos[0]
-	case 2:
-		if len(neg) == 0 {
-			return pos[0].AndCardinality(pos[1]), nil
-		}
-		base = roaring.FastAnd(pos...)
-	default:
-		base = roaring.FastAnd(pos...)
+	if len(pos) == 0 {
+		pos = append(pos, src.Universe())
 	}
 	if len(neg) == 0 {
-		return base.GetCardinality(), nil
+		return andCount(pos), nil
 	}
 	sub := neg[0]
 	if len(neg) > 1 {
 		sub = roaring.FastOr(neg...)
 	}
-	return base.GetCardinality() - base.AndCardinality(sub), nil
+	// |P ∧ ¬S| = |P| - |P ∧ S|: both are counts of intersections, and the
+	// second, smallest sets first, stays small (array containers) where S
+	// is small, instead of materialising P.
+	return andCount(pos) - andCount(append(pos[:len(pos):len(pos)], sub)), nil
+}
+
+// andCount is the size of the intersection of bms, built only for all but
+// the last two sets, smallest first.
+func andCount(bms []*roaring.Bitmap) uint64 {
+	sort.Slice(bms, func(i, j int) bool { return bms[i].GetCardinality() < bms[j].GetCardinality() })
+	switch len(bms) {
+	case 1:
+		return bms[0].GetCardinality()
+	case 2:
+		return bms[0].AndCardinality(bms[1])
+	}
+	x := roaring.And(bms[0], bms[1])
+	for _, bm := range bms[2 : len(bms)-1] {
+		x.And(bm)
+	}
+	return x.AndCardinality(bms[len(bms)-1])
 }

@@ -1,7 +1,6 @@
 package audience
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -9,21 +8,6 @@ import (
 
 	"github.com/RoaringBitmap/roaring/v2"
 )
-
-// mapSource is a Source over fixed bitmaps.
-type mapSource struct {
-	sets     map[Term]*roaring.Bitmap
-	universe *roaring.Bitmap
-}
-
-func (m mapSource) Bitmap(t Term) (*roaring.Bitmap, error) {
-	if b, ok := m.sets[t]; ok {
-		return b, nil
-	}
-	return nil, fmt.Errorf("unknown term %s", t)
-}
-
-func (m mapSource) Universe() *roaring.Bitmap { return m.universe }
 
 // naive evaluates an expression tree over dense boolean slices.
 func naive(n *exprNode, sets map[Term][]bool, size int) []bool {
