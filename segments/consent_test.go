@@ -177,11 +177,14 @@ func TestConfigValidate(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// No purposes: an explicit "needs no purpose" (suppression still applies).
+	if err := (PolicyConfig{}).Validate(); err != nil {
+		t.Errorf("empty policy: %v", err)
+	}
 	for _, tc := range []struct {
 		p    PolicyConfig
 		want string
 	}{
-		{PolicyConfig{}, "purposes:"},
 		{PolicyConfig{Purposes: []string{"analytics"}}, "require:"},
 		{PolicyConfig{Purposes: []string{"analytics"}, Require: "all"}, "unknown:"},
 		{PolicyConfig{Purposes: []string{"analytics"}, Require: "all", Unknown: "deny"}, "decide_by:"},

@@ -59,9 +59,8 @@ type RudderStackConfig struct {
 
 // Validate reports the first invalid field, relative to the block.
 func (p PolicyConfig) Validate() error {
-	if len(p.Purposes) == 0 && p.RudderStack == nil {
-		return errors.New("purposes: a consent policy needs purposes or a rudderstack block")
-	}
+	// No purposes and no rudderstack block is an explicit statement: the
+	// sink needs no purpose; it still never receives suppressed people.
 	if len(p.Purposes) > 0 {
 		if p.Require != "all" && p.Require != "any" {
 			return fmt.Errorf("require: %q (want all or any)", p.Require)

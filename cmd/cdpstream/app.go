@@ -15,6 +15,7 @@ import (
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/engine/sink"
 	"github.com/cdpstream/cdpstream/identity"
+	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/ingest"
 )
 
@@ -32,8 +33,9 @@ type app struct {
 	dead   engine.DeadLetterSink
 	runner *engine.Runner
 	srv    *engine.Server
-	db     *pebble.DB
-	graph  *identity.Graph
+	db      *pebble.DB
+	graph   *identity.Graph
+	consent *segments.Consent // nil when no purpose catalogue is configured
 }
 
 // stateDir is where the instance's Pebble store lives inside data_dir.
@@ -75,6 +77,13 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	if err != nil {
 		return a, err
 	}
+	stages := []engine.Stage{resolve}
+	if cfg.consentOn() {
+		if a.consent, err = segments.New(cfg.Consent, a.db, a.reg); err != nil {
+			return a, err
+		}
+		stages = append(stages, a.consent)
+	}
 
 	b, err := ingest.NewBatcher(cfg.Decode, cfg.Batch, engine.NewPoolAllocator())
 	if err != nil {
@@ -100,17 +109,25 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 
 	specs := make([]engine.SinkSpec, 0, len(cfg.Sinks))
 	for i, sc := range cfg.Sinks {
-		s, err := sink.New(sc)
+		s, err := sink.New(sc.Config)
 		if err != nil {
 			return a, fmt.Errorf("sinks[%d].%w", i, err)
 		}
 		a.sinks = append(a.sinks, s)
-		specs = append(specs, engine.SinkSpec{Sink: s})
+		spec := engine.SinkSpec{Sink: s}
+		if sc.Consent != nil && a.consent != nil {
+			pc := *sc.Consent
+			pc.Name = sc.Name
+			if spec.Filter, err = segments.NewPolicy(pc, a.consent); err != nil {
+				return a, fmt.Errorf("sinks[%d].consent.%w", i, err)
+			}
+		}
+		specs = append(specs, spec)
 	}
 	if a.dead, err = sink.NewDeadLetter(cfg.DeadLetter); err != nil {
 		return a, fmt.Errorf("dead_letter.%w", err)
 	}
-	a.runner, err = engine.NewRunner(cfg.Runner, a.src, []engine.Stage{resolve}, specs, a.dead, m, log)
+	a.runner, err = engine.NewRunner(cfg.Runner, a.src, stages, specs, a.dead, m, log)
 	if err != nil {
 		return a, err
 	}
@@ -136,6 +153,11 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	// each route already names the scope it will need.
 	for _, r := range a.graph.Routes() {
 		a.srv.Handle(r.Method+" "+r.Path, r.Handler)
+	}
+	if a.consent != nil {
+		h := a.consent.Handler()
+		a.srv.Handle("/v1/profiles/{id}/consent", h)
+		a.srv.Handle("GET /v1/consent/explain", h)
 	}
 	return a, nil
 }

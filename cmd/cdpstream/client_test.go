@@ -22,7 +22,7 @@ data_dir: ` + dir + `
 log: {level: warn}
 source: {file: {path: "-"}}
 batch: {max_age: 10ms}
-sinks: [{name: out, file: {path: ` + filepath.Join(dir, "out.ndjson") + `}}]
+sinks: [{name: out, consent: {}, file: {path: ` + filepath.Join(dir, "out.ndjson") + `}}]
 dead_letter: {file: {path: ` + filepath.Join(dir, "dead.ndjson") + `}}
 http: {addr: "127.0.0.1:0"}
 identity: {secret: test-secret}

@@ -11,6 +11,7 @@ import (
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/engine/sink"
 	"github.com/cdpstream/cdpstream/identity"
+	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/ingest"
 )
 
@@ -34,11 +35,28 @@ type Config struct {
 	Decode     ingest.DecodeConfig   `yaml:"decode"`
 	Batch      ingest.BatchConfig    `yaml:"batch"`
 	Runner     engine.RunnerConfig   `yaml:"runner"`
-	Sinks      []sink.Config         `yaml:"sinks"`
+	Sinks      []sinkConfig          `yaml:"sinks"`
 	DeadLetter sink.DeadLetterConfig `yaml:"dead_letter"`
 	Identity   identity.Config       `yaml:"identity"`
+	// Consent is the purpose catalogue; without purposes the consent stage
+	// is off and sinks may only state `consent: {}`.
+	Consent segments.Config `yaml:"consent"`
 	HTTP       engine.ServerConfig   `yaml:"http"`
 }
+
+// sinkConfig is one sink as the config file has it: the sink itself
+// (engine/sink owns that block) and the consent policy that selects what it
+// receives (segments owns that one).
+type sinkConfig struct {
+	sink.Config `yaml:",inline"`
+	// Consent is required for every sink that receives events: nothing is
+	// implicit. `consent: {}` states that the sink needs no purpose
+	// (suppressed people are still never sent).
+	Consent *segments.PolicyConfig `yaml:"consent"`
+}
+
+// consentOn reports whether a purpose catalogue is configured.
+func (c *Config) consentOn() bool { return len(c.Consent.Purposes) > 0 }
 
 // loadConfig reads path strictly: an unknown field is an error naming it
 // and its line, so a typo never silently falls back to a default.
@@ -81,6 +99,9 @@ func (c *Config) defaults() {
 	c.Decode.Defaults()
 	c.Batch.Defaults()
 	c.Runner.Defaults()
+	if c.consentOn() {
+		c.Consent.Defaults()
+	}
 	for i := range c.Sinks {
 		if c.Source.Kafka != nil {
 			if k := c.Sinks[i].Kafka; k != nil {
@@ -95,6 +116,37 @@ func (c *Config) defaults() {
 	c.DeadLetter.Defaults()
 	c.Identity.Defaults()
 	c.HTTP.Defaults()
+}
+
+func (c *Config) validateSinkConsent(i int) error {
+	sc := &c.Sinks[i]
+	takesEvents := sc.Events == nil || *sc.Events
+	switch {
+	case sc.Consent == nil && takesEvents:
+		return fmt.Errorf("sinks[%d].consent: required for a sink that receives events: list the purposes it needs, or write `consent: {}` to send it every event of people who are not suppressed", i)
+	case sc.Consent == nil:
+		return nil
+	case !takesEvents:
+		return fmt.Errorf("sinks[%d].consent: this sink receives no events (events: false)", i)
+	case len(sc.Consent.Purposes) > 0 && !c.consentOn():
+		return fmt.Errorf("sinks[%d].consent.purposes: no purpose catalogue is configured (consent.purposes)", i)
+	}
+	sc.Consent.Name = sc.Name
+	if err := sc.Consent.Validate(); err != nil {
+		return fmt.Errorf("sinks[%d].consent.%w", i, err)
+	}
+	if c.consentOn() {
+		known := map[string]bool{}
+		for _, p := range c.Consent.Purposes {
+			known[p.Name] = true
+		}
+		for j, p := range sc.Consent.Purposes {
+			if !known[p] {
+				return fmt.Errorf("sinks[%d].consent.purposes[%d]: %q is not in the purpose catalogue (consent.purposes)", i, j, p)
+			}
+		}
+	}
+	return nil
 }
 
 func (c *Config) validate() error {
@@ -136,9 +188,17 @@ func (c *Config) validate() error {
 		return errors.New("sinks: at least one sink is required")
 	}
 	names := map[string]int{}
+	if c.consentOn() {
+		if err := c.Consent.Validate(); err != nil {
+			return fmt.Errorf("consent.%w", err)
+		}
+	}
 	for i := range c.Sinks {
 		if err := c.Sinks[i].Validate(); err != nil {
 			return fmt.Errorf("sinks[%d].%w", i, err)
+		}
+		if err := c.validateSinkConsent(i); err != nil {
+			return err
 		}
 		if j, dup := names[c.Sinks[i].Name]; dup {
 			return fmt.Errorf("sinks[%d].name: %q is already the name of sinks[%d]", i, c.Sinks[i].Name, j)

@@ -29,12 +29,12 @@ func TestBadConfigNamesTheField(t *testing.T) {
 	const base = `
 identity: {secret: s}
 source: {kafka: {brokers: [b:9092], topics: [in]}}
-sinks: [{name: s, stdout: {}}]
+sinks: [{name: s, consent: {}, stdout: {}}]
 dead_letter: {file: {path: /tmp/x}}
 `
 	for _, tc := range []struct{ yaml, want string }{
 		{`source: {kafka: {brokers: [b:9092], topics: [in], strat: earliest}}`, "field strat not found"},
-		{`sinks: [{name: s, stdout: {}}]`, "source: set exactly one"},
+		{`sinks: [{name: s, consent: {}, stdout: {}}]`, "source: set exactly one"},
 		{`source: {kafka: {brokers: [b:9092]}}`, "source.kafka.topics"},
 		{`source: {kafka: {topics: [t]}}`, "source.kafka.brokers"},
 		{`source: {kafka: {brokers: [b], topics: [t], start: middle}}`, "source.kafka.start"},
@@ -44,13 +44,25 @@ dead_letter: {file: {path: /tmp/x}}
 		{base + `decode: {max_event_bytes: -5}`, "decode.max_event_bytes"},
 		{base + `runner: {queue_depth: -1}`, "runner.queue_depth"},
 		{base + `http: {addr: "nonsense"}`, "http.addr"},
-		{strings.Replace(base, "sinks: [{name: s, stdout: {}}]", "sinks: [{name: s, kafka: {topic: o, compression: gz}}]", 1), "sinks[0].kafka.compression"},
-		{strings.Replace(base, "sinks: [{name: s, stdout: {}}]", "sinks: [{name: s, stdout: {}}, {name: s, stdout: {}}]", 1), "sinks[1].name"},
-		{strings.Replace(base, "sinks: [{name: s, stdout: {}}]", "sinks: []", 1), "sinks: at least one"},
+		{strings.Replace(base, "sinks: [{name: s, consent: {}, stdout: {}}]", "sinks: [{name: s, consent: {}, kafka: {topic: o, compression: gz}}]", 1), "sinks[0].kafka.compression"},
+		{strings.Replace(base, "sinks: [{name: s, consent: {}, stdout: {}}]", "sinks: [{name: s, consent: {}, stdout: {}}, {name: s, consent: {}, stdout: {}}]", 1), "sinks[1].name"},
+		{strings.Replace(base, "sinks: [{name: s, consent: {}, stdout: {}}]", "sinks: []", 1), "sinks: at least one"},
+		{strings.Replace(base, "consent: {}, ", "", 1), "sinks[0].consent: required"},
+		{strings.Replace(base, "consent: {}, ", "consent: {purposes: [ads], require: all, unknown: deny, decide_by: profile}, ", 1), "sinks[0].consent.purposes: no purpose catalogue"},
+		{base + "consent: {purposes: [{name: analytics, bit: 0, default: denied}]}\n", ""},
+		{strings.Replace(base, "consent: {}, ", "consent: {purposes: [ads], require: all, unknown: deny, decide_by: profile}, ", 1) + "consent: {purposes: [{name: analytics, bit: 0, default: denied}]}\n", "sinks[0].consent.purposes[0]: \"ads\" is not in the purpose catalogue"},
+		{strings.Replace(base, "consent: {}, ", "consent: {purposes: [analytics], require: most}, ", 1) + "consent: {purposes: [{name: analytics, bit: 0, default: denied}]}\n", "sinks[0].consent.require"},
+		{base + "consent: {purposes: [{name: analytics, bit: 0}]}\n", "consent.purposes[0].default"},
 		{strings.Replace(base, "dead_letter: {file: {path: /tmp/x}}", "", 1), "dead_letter."},
 		{strings.Replace(base, "identity: {secret: s}", "identity: {secret_env: CDPSTREAM_TEST_UNSET_SECRET}", 1), "identity.secret"},
 	} {
 		_, err := parseConfig([]byte(tc.yaml))
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("config %q: %v, want it valid", tc.yaml, err)
+			}
+			continue
+		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config %q: error %v, want it to contain %q", tc.yaml, err, tc.want)
 		}
@@ -85,7 +97,7 @@ func TestRunFileSource(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(`
 data_dir: `+dir+`
 source: {file: {path: "-"}}
-sinks: [{name: out, file: {path: `+out+`}}]
+sinks: [{name: out, consent: {}, file: {path: `+out+`}}]
 dead_letter: {file: {path: `+dead+`}}
 http: {addr: "127.0.0.1:0"}
 identity: {secret: test-secret}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cdpstream/cdpstream/bench"
 	"github.com/cdpstream/cdpstream/engine/sink"
+	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/ingest"
 )
 
@@ -80,9 +81,10 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	outFile := filepath.Join(f.dataDir, "processed.ndjson")
 	deadFile := filepath.Join(f.dataDir, "dead-letter.ndjson")
 	mergeFile := filepath.Join(f.dataDir, "merges.ndjson")
+	adsFile := filepath.Join(f.dataDir, "advertising.ndjson")
 	// Every demo starts from scratch: a new broker, so no old state either
 	// (its stored input offsets would mark the new events as replays).
-	for _, p := range []string{outFile, deadFile, mergeFile, stateDir(f.dataDir)} {
+	for _, p := range []string{outFile, deadFile, mergeFile, adsFile, stateDir(f.dataDir)} {
 		if err := os.RemoveAll(p); err != nil {
 			return err
 		}
@@ -100,10 +102,23 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	cfg := &Config{DataDir: f.dataDir}
 	cfg.Log.Level = f.logLevel
 	cfg.Source.Kafka = &ingest.KafkaConfig{Client: sink.KafkaClientConfig{Brokers: brokers}, Group: demoGroup, Topics: []string{demoInput}}
-	cfg.Sinks = []sink.Config{
-		{Name: "kafka-out", Kafka: &sink.KafkaConfig{Topic: demoOutput, Compression: "zstd", Key: sink.KeyProfileID}},
-		{Name: "file-out", File: &sink.FileConfig{Path: outFile, Format: sink.FormatNDJSON}},
-		{Name: "merges", Events: &no, Records: []string{sink.RecordMerge}, File: &sink.FileConfig{Path: mergeFile}},
+	// Two purposes, learnt from the generator's Segment consent
+	// preferences; each sink states what it needs.
+	cfg.Consent = segments.Config{Purposes: []segments.Purpose{
+		{Name: "analytics", Bit: 0, Default: "denied", Segment: []string{"analytics"}},
+		{Name: "advertising", Bit: 1, Default: "denied", Segment: []string{"advertising"}},
+	}}
+	needs := func(purposes ...string) *segments.PolicyConfig {
+		if len(purposes) == 0 {
+			return &segments.PolicyConfig{}
+		}
+		return &segments.PolicyConfig{Purposes: purposes, Require: "all", Unknown: "deny", DecideBy: "profile"}
+	}
+	cfg.Sinks = []sinkConfig{
+		{Config: sink.Config{Name: "kafka-out", Kafka: &sink.KafkaConfig{Topic: demoOutput, Compression: "zstd", Key: sink.KeyProfileID}}, Consent: needs("analytics")},
+		{Config: sink.Config{Name: "ads-file", File: &sink.FileConfig{Path: adsFile, Format: sink.FormatNDJSON}}, Consent: needs("advertising")},
+		{Config: sink.Config{Name: "all-file", File: &sink.FileConfig{Path: outFile, Format: sink.FormatNDJSON}}, Consent: needs()},
+		{Config: sink.Config{Name: "merges", Events: &no, Records: []string{sink.RecordMerge}, File: &sink.FileConfig{Path: mergeFile}}},
 	}
 	// The demo's identifier hashes need a secret like any deployment; this
 	// one is public, so the demo's state must never hold real data.
@@ -126,7 +141,8 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("%w (pick another with -http 127.0.0.1:0)", err)}
 	}
 	fmt.Fprintf(stdout, "HTTP on http://%s  (try /metrics, /healthz, /readyz)\n", a.srv.Addr())
-	fmt.Fprintf(stdout, "output: Kafka topic %q, file %s; dead letters: %s; profile merges: %s\n", demoOutput, outFile, deadFile, mergeFile)
+	fmt.Fprintf(stdout, "sinks: Kafka topic %q (needs analytics consent), %s (needs advertising), %s (every event)\n", demoOutput, adsFile, outFile)
+	fmt.Fprintf(stdout, "dead letters: %s; profile merges: %s\n", deadFile, mergeFile)
 	fmt.Fprintf(stdout, "look up a person: curl 'http://%s/v1/profiles/lookup?type=user_id&value=user-100000'\n\n", a.srv.Addr())
 
 	runCtx, stopRun := context.WithCancel(ctx)
@@ -259,8 +275,15 @@ func printSummary(w io.Writer, a *app, brokers []string, elapsed time.Duration, 
 	for _, r := range sortedKeys(refused) {
 		fmt.Fprintf(w, "      refused %-10s %s\n", r, human(refused[r]))
 	}
+	drops := droppedBySink(a)
 	for i, s := range a.sinks {
-		fmt.Fprintf(w, "  sink %-12s %s events\n", s.Name(), human(st.Sent[i]))
+		if st.Sent[i] == 0 && st.Dropped[i] == 0 {
+			continue // records only
+		}
+		fmt.Fprintf(w, "  sink %-12s %s events sent, %s dropped\n", s.Name(), human(st.Sent[i]), human(st.Dropped[i]))
+		for _, r := range sortedKeys(drops[s.Name()]) {
+			fmt.Fprintf(w, "      %-18s %s\n", r, human(drops[s.Name()][r]))
+		}
 	}
 	adm := kadm.NewClient(mustClient(brokers))
 	defer adm.Close()
@@ -311,7 +334,37 @@ func counterSum(a *app, name string, by map[string]uint64) uint64 {
 	return total
 }
 
-func sortedKeys(m map[string]uint64) []string {
+// droppedBySink reads cdp_engine_dropped_total{sink,reason}.
+func droppedBySink(a *app) map[string]map[string]uint64 {
+	out := map[string]map[string]uint64{}
+	mfs, err := a.reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "cdp_engine_dropped_total" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			var sinkName, reason string
+			for _, l := range m.Label {
+				switch l.GetName() {
+				case "sink":
+					sinkName = l.GetValue()
+				case "reason":
+					reason = l.GetValue()
+				}
+			}
+			if out[sinkName] == nil {
+				out[sinkName] = map[string]uint64{}
+			}
+			out[sinkName][reason] += uint64(m.GetCounter().GetValue())
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

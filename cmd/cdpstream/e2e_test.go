@@ -231,9 +231,9 @@ source:
   kafka: {brokers: [%s], group: e2e, topics: [%s]}
 batch: {max_rows: 700, max_age: 50ms}
 sinks:
-  - {name: kafka, kafka: {topic: %s, compression: zstd, key: message_id}}
-  - {name: ndjson, file: {path: %s}}
-  - {name: arrow, file: {path: %s, format: arrow, compression: lz4}}
+  - {name: kafka, consent: {}, kafka: {topic: %s, compression: zstd, key: message_id}}
+  - {name: ndjson, consent: {}, file: {path: %s}}
+  - {name: arrow, consent: {}, file: {path: %s, format: arrow, compression: lz4}}
   - {name: merges, events: false, records: [merge], file: {path: %s}}
 dead_letter:
   kafka: {topic: %s}

@@ -74,7 +74,7 @@ source:
 batch: {max_rows: %d, max_age: 20ms}
 runner: {queue_depth: %d}
 sinks:
-  - {name: out, kafka: {topic: %s, key: message_id}}
+  - {name: out, consent: {}, kafka: {topic: %s, key: message_id}}
 dead_letter:
   kafka: {topic: %s}
 http: {addr: "127.0.0.1:0"}
