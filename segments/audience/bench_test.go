@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 func TestBenchSetExpr(t *testing.T) {
@@ -154,7 +156,13 @@ func BenchmarkStage(b *testing.B) {
 			for pid := uint32(1); pid <= profiles; pid += 2 {
 				cv.granted["advertising"].Add(pid)
 			}
-			s, err := New(Config{}, openDB(b), WithConsent(cv), WithClock(func() time.Time { return now }))
+			// The store cmd/cdpstream opens: bloom filters, block cache.
+			db, err := engine.OpenStore(b.TempDir(), engine.StoreConfig{}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			s, err := New(Config{}, db, WithConsent(cv), WithClock(func() time.Time { return now }))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -21,7 +21,7 @@ import (
 //	delete id=X
 //	batch                            input lines:
 //	    identify PID {traits}
-//	    track PID NAME [T] [{properties}]   (T defaults to the clock)
+//	    track PID NAME [T] [{properties}] [context={...}]   (T defaults to the clock)
 //	    merge SURVIVOR MERGED...
 //	consent                          input lines: PID PURPOSE granted|denied|unknown
 //	                                 (the consent stage's state; no re-evaluation)
@@ -121,8 +121,17 @@ func TestGolden(t *testing.T) {
 							}
 							rest = rest[1:]
 						}
+						ctxJSON := ""
+						if len(rest) > 0 && strings.HasPrefix(rest[len(rest)-1], "context=") {
+							ctxJSON = strings.TrimPrefix(rest[len(rest)-1], "context=")
+							rest = rest[:len(rest)-1]
+						}
 						props = strings.Join(rest, " ")
-						evs = append(evs, track(uint32(pid), f[2], at, props))
+						e := track(uint32(pid), f[2], at, props)
+						if ctxJSON != "" {
+							e.raw = strings.TrimSuffix(e.raw, "}") + `,"context":` + ctxJSON + "}"
+						}
+						evs = append(evs, e)
 					case "merge":
 						m := engine.Merge{Survivor: uint32(pid), Time: now}
 						for _, x := range f[2:] {

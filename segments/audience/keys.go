@@ -10,7 +10,7 @@ import (
 //
 //	0x28 | id | 0x00 | version (4 BE)          → 1 | Definition as JSON; 1 alone: deleted
 //	0x29 | profile id (4 BE)                     → 1 | traits as a JSON object ("{}" when none)
-//	0x2a | profile id | counter (8 BE) | day (4 BE) → uvarint count; day 0xffffffff: all-time total
+//	0x2a | profile id | counter (8 BE) | day (4 BE) → uvarint count of that day (UTC)
 //	0x2b | id | 0x00 | profile id (4 BE)         → "" (membership)
 //	0x2c | topic | 0x00 | partition (4 BE)       → next offset (8 BE) this store has applied
 //	0x2d | id                                    → version (4 BE) whose back-fill completed
@@ -26,7 +26,6 @@ const (
 	prefixBackfill byte = 0x2d
 
 	valueVersion byte = 1
-	dayTotal          = ^uint32(0)
 )
 
 func defKey(dst []byte, id string, version uint32) []byte {

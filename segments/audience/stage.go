@@ -1,6 +1,7 @@
 package audience
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -21,6 +22,7 @@ func dayOf(t time.Time) uint32 { return uint32(t.UnixMicro() / dayMicros) }
 // pidWork is what a batch did to one profile.
 type pidWork struct {
 	traits  bool
+	consent bool // an event carried consent fields
 	all     bool // merged into: every audience
 	events  []string
 	visited bool
@@ -76,6 +78,7 @@ func (s *Store) Process(ctx context.Context, b *engine.Batch) error {
 	}
 	sort.Slice(s.wlist, func(i, j int) bool { return s.wlist[i] < s.wlist[j] })
 	env := evalEnv{s: s, r: w, now: now.UnixMicro(), today: dayOf(now)}
+	defer env.close()
 	for _, pid := range s.wlist {
 		wk := s.work[pid]
 		if wk.visited {
@@ -86,6 +89,7 @@ func (s *Store) Process(ctx context.Context, b *engine.Batch) error {
 			return err
 		}
 	}
+	env.close()
 	for _, o := range b.Offsets {
 		k := offsetKey(s.key[:0], o.Topic, o.Partition)
 		if err := w.Set(k, binary.BigEndian.AppendUint64(nil, uint64(o.Next)), nil); err != nil {
@@ -137,6 +141,9 @@ func (s *Store) applyRows(w *pebble.Batch, b *engine.Batch) error {
 			}
 		}
 		wk := s.mark(pid)
+		if !wk.consent && mayCarryConsent(raws.Value(i)) {
+			wk.consent = true
+		}
 		if !s.known.Contains(pid) {
 			s.known.Add(pid)
 			// A known profile has a traits key, even with no traits.
@@ -205,6 +212,17 @@ func (s *Store) applyRows(w *pebble.Batch, b *engine.Batch) error {
 		}
 	}
 	return nil
+}
+
+// mayCarryConsent reports whether an event may have changed its profile's
+// consent: every consent source the consent stage reads (Segment's
+// context.consent, RudderStack's consentManagement, mParticle's
+// consent_state, TCF/GPP/USP strings under context.consent) has "onsent"
+// in its key, and GPC is context.gpc. A false positive costs an
+// evaluation; consent changed by the API or by expiry is caught by Sweep
+// or Refresh.
+func mayCarryConsent(raw []byte) bool {
+	return bytes.Contains(raw, []byte("onsent")) || bytes.Contains(raw, []byte(`"gpc"`))
 }
 
 func containsStr(l []string, s string) bool {
@@ -287,14 +305,27 @@ func (s *Store) mergeTraits(w *pebble.Batch, pid uint32, upd *fastjson.Value, ke
 	return true, nil
 }
 
-// flushCounters adds the batch's increments to the stored day buckets and
-// all-time totals.
+// flushCounters adds the batch's increments to the stored day buckets, in
+// key order (reads then walk the LSM's blocks in order, and a bucket that
+// does not exist yet is answered by the bloom filters).
 func (s *Store) flushCounters(w *pebble.Batch) error {
-	for inc, d := range s.incs {
-		for _, day := range [2]uint32{inc.day, dayTotal} {
-			if err := s.addCounter(w, inc.pid, inc.ctr, day, d); err != nil {
-				return err
-			}
+	s.incList = s.incList[:0]
+	for inc := range s.incs {
+		s.incList = append(s.incList, inc)
+	}
+	sort.Slice(s.incList, func(i, j int) bool {
+		a, b := s.incList[i], s.incList[j]
+		if a.pid != b.pid {
+			return a.pid < b.pid
+		}
+		if a.ctr != b.ctr {
+			return a.ctr < b.ctr
+		}
+		return a.day < b.day
+	})
+	for _, inc := range s.incList {
+		if err := s.addCounter(w, inc.pid, inc.ctr, inc.day, s.incs[inc]); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -417,6 +448,12 @@ type evalEnv struct {
 	now    int64
 	today  uint32
 	key    []byte
+	// counter reads: one iterator per evaluation run, counts cached per
+	// profile (audiences share counters)
+	it     *pebble.Iterator
+	lo, hi [2][]byte
+	flip   int
+	counts map[countKey]int64
 }
 
 // affected reports whether audience a needs re-evaluation for wk.
@@ -424,7 +461,7 @@ func affected(a *audience, wk *pidWork) bool {
 	if wk == nil {
 		return true
 	}
-	if wk.all || a.dp.consent || (wk.traits && a.dp.traits) {
+	if wk.all || (wk.consent && a.dp.consent) || (wk.traits && a.dp.traits) {
 		return true
 	}
 	for _, e := range wk.events {
@@ -444,6 +481,7 @@ func (s *Store) evalProfile(w *pebble.Batch, env *evalEnv, pid uint32, wk *pidWo
 
 func (s *Store) evalFor(w *pebble.Batch, env *evalEnv, pid uint32, wk *pidWork, only func(*audience) bool, cause string, now time.Time) error {
 	env.pid, env.traits, env.tload = pid, nil, false
+	clear(env.counts)
 	var dirty uint64 // bit per position for the first 64 audiences; more use the map
 	var dirtyMap map[int]bool
 	isDirty := func(i int) bool {
@@ -531,35 +569,58 @@ func (e *evalEnv) loadTraits() error {
 }
 
 func (e *evalEnv) count(ctr uint64, days int) (int64, error) {
-	if days == 0 {
-		e.key = counterKey(e.key[:0], e.pid, ctr, dayTotal)
-		v, closer, err := e.r.Get(e.key)
-		if errors.Is(err, pebble.ErrNotFound) {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, fmt.Errorf("cannot read counter: %w", err)
-		}
-		n, _ := binary.Uvarint(v)
-		closer.Close()
-		return int64(n), nil
-	}
 	first := int64(e.today) - int64(days) + 1
-	if first < 0 {
-		first = 0
+	if days == 0 || first < 0 {
+		first = 0 // ever
 	}
-	lo := counterKey(nil, e.pid, ctr, uint32(first))
-	hi := counterKey(nil, e.pid, ctr, e.today+1)
-	it, err := e.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return 0, fmt.Errorf("cannot read counters: %w", err)
+	end := e.today + 1
+	if days == 0 {
+		end = ^uint32(0) // events dated in the future count too
 	}
+	ck := countKey{ctr, days}
+	if n, ok := e.counts[ck]; ok {
+		return n, nil
+	}
+	if e.it == nil {
+		it, err := e.r.NewIter(nil)
+		if err != nil {
+			return 0, fmt.Errorf("cannot read counters: %w", err)
+		}
+		e.it = it
+	}
+	// The iterator keeps the bounds until the next SetBounds: alternate
+	// between two pairs of buffers.
+	e.flip ^= 1
+	lo := counterKey(e.lo[e.flip][:0], e.pid, ctr, uint32(first))
+	hi := counterKey(e.hi[e.flip][:0], e.pid, ctr, end)
+	e.lo[e.flip], e.hi[e.flip] = lo, hi
+	e.it.SetBounds(lo, hi)
 	var total int64
-	for it.First(); it.Valid(); it.Next() {
-		n, _ := binary.Uvarint(it.Value())
+	for e.it.First(); e.it.Valid(); e.it.Next() {
+		n, _ := binary.Uvarint(e.it.Value())
 		total += int64(n)
 	}
-	return total, it.Close()
+	if err := e.it.Error(); err != nil {
+		return 0, fmt.Errorf("cannot read counters: %w", err)
+	}
+	if e.counts == nil {
+		e.counts = map[countKey]int64{}
+	}
+	e.counts[ck] = total
+	return total, nil
+}
+
+type countKey struct {
+	ctr  uint64
+	days int
+}
+
+// close releases the iterator; call before the batch it reads commits.
+func (e *evalEnv) close() {
+	if e.it != nil {
+		_ = e.it.Close()
+		e.it = nil
+	}
 }
 
 func (e *evalEnv) consent(purpose string) consentSets {
@@ -685,6 +746,7 @@ func (s *Store) Refresh(pids ...uint32) (int, error) {
 	w := s.db.NewIndexedBatch()
 	defer w.Close()
 	env := evalEnv{s: s, r: w, now: now.UnixMicro(), today: dayOf(now)}
+	defer env.close()
 	for _, pid := range pids {
 		if !s.known.Contains(pid) {
 			continue
@@ -694,6 +756,7 @@ func (s *Store) Refresh(pids ...uint32) (int, error) {
 		}
 	}
 	n := len(s.chg)
+	env.close()
 	if err := w.Commit(pebble.Sync); err != nil {
 		return 0, fmt.Errorf("cannot commit memberships: %w", err)
 	}
@@ -747,6 +810,7 @@ func (s *Store) overKnown(ctx context.Context, only func(*audience) bool, cause 
 				break
 			}
 		}
+		env.close()
 		if err == nil {
 			err = w.Commit(pebble.Sync)
 		}

@@ -121,15 +121,16 @@ type Store struct {
 	day   uint32                   // day of the last sweep
 
 	// per-Process scratch, under mu
-	p1, p2 fastjson.Parser
-	arena  fastjson.Arena
-	key    []byte
-	val    []byte
-	work   map[uint32]*pidWork
-	wlist  []uint32
-	incs   map[ctrInc]int64
-	chg    []Change
-	csets  map[string]consentSets
+	p1, p2  fastjson.Parser
+	arena   fastjson.Arena
+	key     []byte
+	val     []byte
+	work    map[uint32]*pidWork
+	wlist   []uint32
+	incs    map[ctrInc]int64
+	incList []ctrInc
+	chg     []Change
+	csets   map[string]consentSets
 
 	bf       sync.WaitGroup
 	closed   atomic.Bool
