@@ -15,24 +15,24 @@ import (
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/engine/sink"
 	"github.com/cdpstream/cdpstream/identity"
-	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/ingest"
+	"github.com/cdpstream/cdpstream/segments"
 )
 
 // app is one wired instance: source, stages, sinks, runner and HTTP
 // server, built from a Config. `run` and `demo` share it, so the demo runs
 // exactly what production runs.
 type app struct {
-	cfg    *Config
-	log    *slog.Logger
-	reg    *prometheus.Registry
-	src    engine.Source
-	kafka  *ingest.KafkaSource // nil for a file source
-	file   *ingest.FileSource  // nil for a Kafka source
-	sinks  []engine.Sink
-	dead   engine.DeadLetterSink
-	runner *engine.Runner
-	srv    *engine.Server
+	cfg     *Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	src     engine.Source
+	kafka   *ingest.KafkaSource // nil for a file source
+	file    *ingest.FileSource  // nil for a Kafka source
+	sinks   []engine.Sink
+	dead    engine.DeadLetterSink
+	runner  *engine.Runner
+	srv     *engine.Server
 	db      *pebble.DB
 	graph   *identity.Graph
 	consent *segments.Consent // nil when no purpose catalogue is configured

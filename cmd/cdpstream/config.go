@@ -11,8 +11,8 @@ import (
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/engine/sink"
 	"github.com/cdpstream/cdpstream/identity"
-	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/ingest"
+	"github.com/cdpstream/cdpstream/segments"
 )
 
 // Config is the YAML file of `cdpstream run`. Each block is the Config of
@@ -40,8 +40,8 @@ type Config struct {
 	Identity   identity.Config       `yaml:"identity"`
 	// Consent is the purpose catalogue; without purposes the consent stage
 	// is off and sinks may only state `consent: {}`.
-	Consent segments.Config `yaml:"consent"`
-	HTTP       engine.ServerConfig   `yaml:"http"`
+	Consent segments.Config     `yaml:"consent"`
+	HTTP    engine.ServerConfig `yaml:"http"`
 }
 
 // sinkConfig is one sink as the config file has it: the sink itself

@@ -19,8 +19,8 @@ import (
 
 	"github.com/cdpstream/cdpstream/bench"
 	"github.com/cdpstream/cdpstream/engine/sink"
-	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/ingest"
+	"github.com/cdpstream/cdpstream/segments"
 )
 
 const (
