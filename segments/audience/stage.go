@@ -691,6 +691,7 @@ func (s *Store) emit(c Change) {
 }
 
 func (s *Store) flushChanges() {
+	s.m.count(s.chg)
 	if s.onChg != nil && len(s.chg) > 0 {
 		s.onChg(s.chg)
 	}

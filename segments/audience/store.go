@@ -12,6 +12,7 @@ import (
 
 	"github.com/RoaringBitmap/roaring/v2"
 	"github.com/cockroachdb/pebble"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fastjson"
 )
 
@@ -111,6 +112,8 @@ type Store struct {
 	consent ConsentView
 	onChg   func([]Change)
 	now     func() time.Time
+	reg     prometheus.Registerer
+	m       *metrics
 
 	mu    sync.RWMutex
 	auds  map[string]*audience
@@ -207,6 +210,9 @@ func New(cfg Config, db *pebble.DB, opts ...Option) (*Store, error) {
 		incs: map[ctrInc]int64{}, csets: map[string]consentSets{}}
 	for _, o := range opts {
 		o(s)
+	}
+	if err := s.registerMetrics(); err != nil {
+		return nil, err
 	}
 	if err := s.load(); err != nil {
 		return nil, err

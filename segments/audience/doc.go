@@ -1,0 +1,94 @@
+// Package audience owns audience definitions, their real-time membership
+// as roaring bitmaps of profile ids, the set-expression engine over
+// audiences and consent purposes, and the audience HTTP endpoints
+// (issue 5).
+//
+// # Pieces
+//
+//   - Definition / Condition: an audience is a JSON condition tree of
+//     trait, event, consent and audience-membership conditions under
+//     and/or/not. ParseDefinition decodes strictly; Store.Create and
+//     Update validate and return a *ValidationError whose Path points at
+//     the bad node ("condition.and[2].event.count.min: must be >= 0").
+//   - Store (New): definitions (versioned), memberships and the per-profile
+//     state audiences read, over a *pebble.DB the caller owns. It is the
+//     engine.Stage "audiences", run after identity and consent. Reads:
+//     List, Get, Versions, Contains, Members, Query. Writes: Create,
+//     Update, Delete, Sweep, Refresh.
+//   - Expr (ParseExpr): `vip AND consent:advertising AND NOT churned`,
+//     evaluated with FastAnd/FastOr/AndNot, or only counted
+//     (AndCardinality, OrCardinality) when members are not asked for.
+//   - Routes / Mount / OpenAPI: the HTTP API, each route with the scope it
+//     needs and whether it touches personal data (audited through
+//     engine.Auth.RequirePersonal).
+//   - BenchSetExpr: the 100M-universe set-expression workload for the
+//     bench harness.
+//
+// This package imports engine only. Consent state comes through
+// ConsentView (Granted/Denied bitmaps per purpose; optional PurposeLister
+// to validate purpose names), identifiers through Resolver: the caller
+// adapts the consent stage and the identity graph to them.
+//
+// # What each batch does
+//
+// Process reads the profile_id, type, event, timestamp and raw columns.
+// Identify events set the top-level keys of `traits` on the profile's
+// stored traits (Segment semantics: later values overwrite). Track events
+// add one to day buckets (UTC day of the event's timestamp) of every
+// counter their name feeds: the name alone (always, so an audience defined
+// later over a name back-fills from history) and each distinct
+// name + property-conditions pair an audience uses (these count from the
+// moment the audience is defined: raw events are not kept). b.Merges then
+// move the merged profiles' traits (the survivor's values win) and
+// counters (summed) to the survivor; the merged ids leave every audience
+// (records with cause "merge") and the survivor is re-evaluated for all.
+// Only the audiences a profile's rows could affect are evaluated: trait
+// audiences for identify rows, event audiences for the names seen, consent
+// audiences for events carrying consent fields, and, in dependency order,
+// the audiences referencing one whose membership changed. State,
+// memberships and the batch's input offsets commit in one synced Pebble
+// batch; rows below the offset already committed for their partition (a
+// replay after a crash) are skipped, so counts apply exactly once.
+//
+// # Time, consent, back-fill
+//
+// Windows are whole days and slide at UTC midnight; Sweep re-evaluates
+// windowed audiences over every known profile once the day changed, and
+// consent and trait-"within" audiences at every call (consent changed by
+// the API or by expiry reaches audiences there, or at once through
+// Refresh). The clock is injectable (WithClock). Creating or updating an
+// audience back-fills it over every known profile in the background, in
+// chunks of Config.BackfillChunk under the write lock, with Info.Backfill
+// as the progress figure; an interrupted back-fill resumes at New.
+// An audience with activation_purpose is intersected with that purpose's
+// granted bitmap on every read (size, contains, members, queries); its
+// stored membership is unfiltered, so consent changes need no rewrite.
+// NOT in expressions is relative to every profile the store has seen.
+//
+// # Invariants
+//
+//   - Bitmaps change only under the write lock; reads hold the read lock
+//     for one call. The member stream takes it per chunk of 4096 ids, and
+//     its cursor is the last id sent: ids only grow, so a profile that is
+//     a member throughout a paged export is returned exactly once.
+//   - Entered/exited records reach WithOnChange after their commit, in
+//     commit order.
+//   - A definition never references a missing audience or forms a cycle;
+//     an audience another references cannot be deleted.
+//   - Evaluation is bounded: at most 256 nodes and depth 16 per tree,
+//     windows at most 3660 days, at most Config.MaxAudiences audiences.
+//
+// # Pebble layout (prefixes 0x28-0x2d; 0x20-0x27 are package segments')
+//
+// See keys.go: definitions by id and version, traits by profile, day
+// counters by profile/counter/day, membership rows, applied input
+// offsets, completed back-fills. Memberships are rebuilt into bitmaps at
+// New from the membership rows.
+//
+// # Metrics (WithRegisterer)
+//
+// cdp_segments_audience_changes_total{cause,kind},
+// cdp_segments_audience_evaluations_total,
+// cdp_segments_audience_traits_dropped_total,
+// cdp_segments_audience_profiles, cdp_segments_audience_count.
+package audience
