@@ -32,6 +32,8 @@ type Options struct {
 	// IdentityIDs sizes the identity resolution run (identifiers loaded
 	// before resolving); 0 skips it.
 	IdentityIDs int
+	// BitmapProfiles sizes the consent bitmap memory figure; 0 skips it.
+	BitmapProfiles int
 	// Dir holds the Pebble stores of the runs that need one; default a
 	// temporary directory, removed afterwards.
 	Dir string
@@ -129,6 +131,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			}
 			return runPipeline(ctx, NewMemSource(corpus, b, opts.Events), p, stage)
 		}},
+		{name: "PipelineInMemIdentityConsent", n: int64(opts.Events), run: func(ctx context.Context, p func(int64), _ func()) (int64, int64, error) {
+			return runConsentPipeline(ctx, opts, corpus, p)
+		}},
 	}
 	if opts.KafkaEvents > 0 {
 		var brokers []string
@@ -176,6 +181,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if p, i := get("PipelineInMem"), get("PipelineInMemIdentity"); p != nil && i != nil {
 		rep.Ratios["pipeline_identity_vs_without_events_per_sec"] = i.EventsPerSec / p.EventsPerSec
+	}
+	if i, c := get("PipelineInMemIdentity"), get("PipelineInMemIdentityConsent"); i != nil && c != nil {
+		rep.Ratios["pipeline_consent_on_vs_off_events_per_sec"] = c.EventsPerSec / i.EventsPerSec
+	}
+	if opts.BitmapProfiles > 0 && (opts.Only == "" || strings.Contains("ConsentBitmapMemory", opts.Only)) {
+		rep.Results = append(rep.Results, bitmapMemory(opts.BitmapProfiles))
 	}
 	return rep, nil
 }

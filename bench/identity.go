@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/cockroachdb/pebble"
+
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/identity"
 )
@@ -16,19 +18,23 @@ func identityStage(dir string) (engine.Stage, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := identity.Config{Secret: "bench"}
-	cfg.Defaults()
-	g, err := identity.New(cfg, db, nil)
-	if err != nil {
-		db.Close()
-		return nil, nil, err
-	}
-	st, err := identity.NewStage(g)
+	st, err := identityStageOn(db)
 	if err != nil {
 		db.Close()
 		return nil, nil, err
 	}
 	return st, func() { db.Close() }, nil
+}
+
+// identityStageOn builds the identity stage over an open store.
+func identityStageOn(db *pebble.DB) (engine.Stage, error) {
+	cfg := identity.Config{Secret: "bench"}
+	cfg.Defaults()
+	g, err := identity.New(cfg, db, nil)
+	if err != nil {
+		return nil, err
+	}
+	return identity.NewStage(g)
 }
 
 // runIdentity loads opts.IdentityIDs identifiers into a fresh store and
