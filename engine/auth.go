@@ -234,7 +234,8 @@ func (a *Auth) Enabled() bool { return len(a.tokens) > 0 }
 // unknown one, 403 when the token lacks the scope, 429 with Retry-After
 // when the token's bucket is empty, and 413 when Content-Length exceeds
 // max_body_bytes. The body h reads is limited too: reading past the limit
-// fails with *http.MaxBytesError (see IsBodyTooLarge).
+// fails with *http.MaxBytesError (see IsBodyTooLarge). Require panics
+// when scope is not one of the Scope constants (a wiring mistake).
 func (a *Auth) Require(scope string, h http.Handler) http.Handler {
 	return a.wrap(scope, false, h)
 }
