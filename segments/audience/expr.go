@@ -128,11 +128,10 @@ func (e *Expr) String() string {
 const maxExprDepth = 64
 
 type exprParser struct {
-	s       string
-	pos     int // position after tok
-	tokPos  int
-	tok     string
-	lastErr error
+	s      string
+	pos    int // position after tok
+	tokPos int
+	tok    string
 }
 
 func (p *exprParser) errf(format string, args ...any) error {
