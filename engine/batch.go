@@ -67,6 +67,20 @@ type Batch struct {
 	// Merges lists the profile merges that resolving this batch caused, in
 	// order; the runner forwards them to sinks that implement MergeSink.
 	Merges []Merge
+	// Records holds control records stages produced with this batch (e.g.
+	// audience entries and exits); the runner forwards each to the sinks
+	// that implement RecordSink and want its type, before the batch's
+	// offsets commit.
+	Records []Record
+}
+
+// Record is a control record: not an event, but news about profiles that
+// downstream tools act on. Value is JSON with a "type" field; Key is the
+// Kafka key (the profile id, so a person's records stay in order).
+type Record struct {
+	Type  string
+	Key   []byte
+	Value []byte
 }
 
 // Merge records that profiles were merged into a survivor, so downstream

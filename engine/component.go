@@ -67,3 +67,11 @@ type MergeSink interface {
 type EventTaker interface {
 	TakesEvents() bool
 }
+
+// RecordSink is implemented by sinks that carry control records
+// (Batch.Records). WantsRecord says which types; WriteRecords returns once
+// the records are durably handed over.
+type RecordSink interface {
+	WantsRecord(typ string) bool
+	WriteRecords(ctx context.Context, recs []Record) error
+}

@@ -348,6 +348,7 @@ func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error
 	c := r.sinkC[i]
 	name := spec.Sink.Name()
 	var sel []int
+	var recs []Record
 	drops := map[Reason]int{}
 	drop := func(_ int, reason Reason) { drops[reason]++ }
 	events := true
@@ -384,6 +385,19 @@ func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error
 			if ms, ok := spec.Sink.(MergeSink); ok && len(b.Merges) > 0 {
 				if err := ms.WriteMerges(ctx, b.Merges); err != nil {
 					return 0, err
+				}
+			}
+			if rs, ok := spec.Sink.(RecordSink); ok && len(b.Records) > 0 {
+				recs = recs[:0]
+				for _, r := range b.Records {
+					if rs.WantsRecord(r.Type) {
+						recs = append(recs, r)
+					}
+				}
+				if len(recs) > 0 {
+					if err := rs.WriteRecords(ctx, recs); err != nil {
+						return 0, err
+					}
 				}
 			}
 			return written, nil

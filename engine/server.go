@@ -25,6 +25,9 @@ type ServerConfig struct {
 	Addr string `yaml:"addr"`
 	// ReadHeaderTimeout guards against slow clients. Default 10s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// Auth configures bearer tokens with scopes for the API endpoints
+	// (/metrics, /healthz and /readyz stay open). See AuthConfig.
+	Auth AuthConfig `yaml:"auth"`
 }
 
 // Defaults fills zero fields with their defaults.
@@ -35,6 +38,7 @@ func (c *ServerConfig) Defaults() {
 	if c.ReadHeaderTimeout == 0 {
 		c.ReadHeaderTimeout = 10 * time.Second
 	}
+	c.Auth.Defaults()
 }
 
 // Validate reports the first invalid field.
@@ -44,6 +48,9 @@ func (c ServerConfig) Validate() error {
 	}
 	if c.ReadHeaderTimeout < 0 {
 		return fmt.Errorf("read_header_timeout: must be >= 0")
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return fmt.Errorf("auth.%w", err)
 	}
 	return nil
 }
@@ -131,7 +138,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // Listen binds the listen address; Addr then reports the bound address.
+// Calling it again does nothing.
 func (s *Server) Listen() error {
+	if s.ln != nil {
+		return nil
+	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("cannot listen on http.addr %s: %w", s.cfg.Addr, err)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/cdpstream/cdpstream/identity"
 	"github.com/cdpstream/cdpstream/ingest"
 	"github.com/cdpstream/cdpstream/segments"
+	"github.com/cdpstream/cdpstream/segments/audience"
 )
 
 // app is one wired instance: source, stages, sinks, runner and HTTP
@@ -36,6 +38,8 @@ type app struct {
 	db      *pebble.DB
 	graph   *identity.Graph
 	consent *segments.Consent // nil when no purpose catalogue is configured
+	aud     *audienceRecords
+	auth    *engine.Auth
 }
 
 // stateDir is where the instance's Pebble store lives inside data_dir.
@@ -84,6 +88,19 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		}
 		stages = append(stages, a.consent)
 	}
+	a.aud = &audienceRecords{}
+	audOpts := []audience.Option{audience.WithOnChange(a.aud.onChange), audience.WithRegisterer(a.reg)}
+	if a.consent != nil {
+		names := make([]string, 0, len(cfg.Consent.Purposes))
+		for _, p := range cfg.Consent.Purposes {
+			names = append(names, p.Name)
+		}
+		audOpts = append(audOpts, audience.WithConsent(consentView{c: a.consent, names: names}))
+	}
+	if a.aud.Store, err = audience.New(cfg.Audiences, a.db, audOpts...); err != nil {
+		return a, err
+	}
+	stages = append(stages, a.aud)
 
 	b, err := ingest.NewBatcher(cfg.Decode, cfg.Batch, engine.NewPoolAllocator())
 	if err != nil {
@@ -149,16 +166,24 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 			a.srv.AddReadyCheck("sink:"+s.Name(), p.Ping)
 		}
 	}
-	// No auth yet: the audiences release adds bearer tokens with scopes;
-	// each route already names the scope it will need.
+	a.auth, err = engine.NewAuth(cfg.HTTP.Auth, engine.WithAuditor(logAuditor{log}))
+	if err != nil {
+		return a, err
+	}
+	if !a.auth.Enabled() {
+		log.Warn("http.auth has no tokens: the API is open to anyone who can reach " + cfg.HTTP.Addr)
+	}
+	// Every route that reads or changes personal data is audited.
 	for _, r := range a.graph.Routes() {
-		a.srv.Handle(r.Method+" "+r.Path, r.Handler)
+		a.srv.Handle(r.Method+" "+r.Path, a.auth.RequirePersonal(r.Scope, r.Handler))
 	}
 	if a.consent != nil {
 		h := a.consent.Handler()
-		a.srv.Handle("/v1/profiles/{id}/consent", h)
-		a.srv.Handle("GET /v1/consent/explain", h)
+		a.srv.Handle("GET /v1/profiles/{id}/consent", a.auth.RequirePersonal(engine.ScopeProfilesRead, h))
+		a.srv.Handle("PUT /v1/profiles/{id}/consent", a.auth.RequirePersonal(engine.ScopeProfilesWrite, h))
+		a.srv.Handle("GET /v1/consent/explain", a.auth.RequirePersonal(engine.ScopeProfilesRead, h))
 	}
+	audience.Mount(a.srv, a.aud.Routes(resolver{a.graph}), a.auth)
 	return a, nil
 }
 
@@ -172,12 +197,30 @@ func (a *app) run(ctx context.Context) error {
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- a.srv.Serve(srvCtx) }()
 	a.log.Info("pipeline starting", "http", a.srv.Addr(), "sinks", len(a.sinks))
+	go a.sweep(srvCtx)
 	err := a.runner.Run(ctx)
 	stopSrv()
 	if serr := <-srvErr; serr != nil && err == nil {
 		err = fmt.Errorf("http server: %w", serr)
 	}
 	return err
+}
+
+// sweep re-evaluates, once a minute, the audiences whose membership
+// changes without events (windows sliding out, consent lapsing).
+func (a *app) sweep(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := a.aud.Sweep(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("audience sweep", "err", err)
+			}
+		}
+	}
 }
 
 // close closes every component that was built, source first (so no more
@@ -192,6 +235,9 @@ func (a *app) close() error {
 	}
 	if a.dead != nil {
 		errs = append(errs, a.dead.Close())
+	}
+	if a.aud != nil && a.aud.Store != nil {
+		errs = append(errs, a.aud.Close())
 	}
 	if a.db != nil {
 		errs = append(errs, a.db.Close())

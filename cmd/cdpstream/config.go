@@ -13,6 +13,7 @@ import (
 	"github.com/cdpstream/cdpstream/identity"
 	"github.com/cdpstream/cdpstream/ingest"
 	"github.com/cdpstream/cdpstream/segments"
+	"github.com/cdpstream/cdpstream/segments/audience"
 )
 
 // Config is the YAML file of `cdpstream run`. Each block is the Config of
@@ -40,8 +41,11 @@ type Config struct {
 	Identity   identity.Config       `yaml:"identity"`
 	// Consent is the purpose catalogue; without purposes the consent stage
 	// is off and sinks may only state `consent: {}`.
-	Consent segments.Config     `yaml:"consent"`
-	HTTP    engine.ServerConfig `yaml:"http"`
+	Consent segments.Config `yaml:"consent"`
+	// Audiences tunes the audience store; audiences themselves are
+	// defined over the HTTP API (or `cdpstream audience create`).
+	Audiences audience.Config     `yaml:"audiences"`
+	HTTP      engine.ServerConfig `yaml:"http"`
 }
 
 // sinkConfig is one sink as the config file has it: the sink itself
@@ -115,6 +119,7 @@ func (c *Config) defaults() {
 	}
 	c.DeadLetter.Defaults()
 	c.Identity.Defaults()
+	c.Audiences.Defaults()
 	c.HTTP.Defaults()
 }
 
@@ -210,6 +215,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Identity.Validate(); err != nil {
 		return err // names identity.<field>
+	}
+	if err := c.Audiences.Validate(); err != nil {
+		return fmt.Errorf("audiences.%w", err)
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		return fmt.Errorf("http.%w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -22,18 +23,17 @@ const (
 	// RecordMerge: {"type":"merge","survivor":1,"merged":[7,9],
 	// "time":"...","message_id":"...","rule":"..."}.
 	RecordMerge = "merge"
+	// RecordAudience: {"type":"audience","audience":"vip","version":2,
+	// "profile_id":7,"entered":true,"time":"...","cause":"event"}.
+	RecordAudience = "audience"
 	// HeaderRecordType names the control record type on Kafka.
 	HeaderRecordType = "cdp-record-type"
 )
 
-var recordTypes = []string{RecordMerge}
+var recordTypes = []string{RecordMerge, RecordAudience}
 
 // Record is one control record: Type, a Kafka key and the JSON value.
-type Record struct {
-	Type  string
-	Key   []byte
-	Value []byte
-}
+type Record = engine.Record
 
 // RecordWriter is implemented by the sinks that can carry control records.
 // WriteRecords returns once the records are durably handed over.
@@ -129,7 +129,16 @@ func (s *Stdout) WriteRecords(ctx context.Context, recs []Record) error {
 type routed struct {
 	engine.Sink
 	events bool
+	types  []string
 	rw     RecordWriter
+}
+
+// WantsRecord implements engine.RecordSink.
+func (r *routed) WantsRecord(typ string) bool { return slices.Contains(r.types, typ) }
+
+// WriteRecords implements engine.RecordSink.
+func (r *routed) WriteRecords(ctx context.Context, recs []Record) error {
+	return r.rw.WriteRecords(ctx, recs)
 }
 
 // TakesEvents implements engine.EventTaker.
@@ -144,6 +153,9 @@ func (r *routed) Write(ctx context.Context, b *engine.Batch, sel []int) error {
 
 // WriteMerges implements engine.MergeSink.
 func (r *routed) WriteMerges(ctx context.Context, merges []engine.Merge) error {
+	if !r.WantsRecord(RecordMerge) {
+		return nil
+	}
 	return r.rw.WriteRecords(ctx, MergeRecords(merges))
 }
 
@@ -165,7 +177,7 @@ func route(s engine.Sink, cfg Config) (engine.Sink, error) {
 	if !ok {
 		return nil, fmt.Errorf("records: a %s sink cannot carry control records (use kafka, an ndjson file or stdout)", kindOf(cfg))
 	}
-	return &routed{Sink: s, events: events, rw: rw}, nil
+	return &routed{Sink: s, events: events, types: cfg.Records, rw: rw}, nil
 }
 
 func kindOf(cfg Config) string {
@@ -176,4 +188,21 @@ func kindOf(cfg Config) string {
 		return cfg.File.Format + " file"
 	}
 	return "stdout"
+}
+
+type audienceJSON struct {
+	Type      string    `json:"type"`
+	Audience  string    `json:"audience"`
+	Version   uint32    `json:"version"`
+	ProfileID uint32    `json:"profile_id"`
+	Entered   bool      `json:"entered"`
+	Time      time.Time `json:"time"`
+	Cause     string    `json:"cause"`
+}
+
+// AudienceRecord encodes one audience entry or exit as a control record
+// keyed by the profile id.
+func AudienceRecord(aud string, version, profileID uint32, entered bool, at time.Time, cause string) Record {
+	v, _ := json.Marshal(audienceJSON{Type: RecordAudience, Audience: aud, Version: version, ProfileID: profileID, Entered: entered, Time: at.UTC(), Cause: cause})
+	return Record{Type: RecordAudience, Key: []byte(strconv.FormatUint(uint64(profileID), 10)), Value: v}
 }

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdpstream/cdpstream/engine"
+)
+
+// TestAudiencesEndToEnd: an audience defined over the authenticated HTTP
+// API, events through kfake, membership visible over HTTP, and entered and
+// exited records in an output topic.
+func TestAudiencesEndToEnd(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"), kfake.SeedTopics(1, "changes"), kfake.SeedTopics(1, "dlq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	dir := t.TempDir()
+	const writer, reader = "writer-secret", "reader-secret"
+	cfg, err := parseConfig(fmt.Appendf(nil, `
+data_dir: %s
+log: {level: error}
+source: {kafka: {brokers: [%s], group: aud, topics: [in]}}
+batch: {max_rows: 64, max_age: 10ms}
+identity: {secret: test-secret}
+sinks:
+  - {name: changes, events: false, records: [audience], kafka: {topic: changes, key: profile_id}}
+dead_letter: {kafka: {topic: dlq}}
+http:
+  addr: "127.0.0.1:0"
+  auth:
+    tokens:
+      - {id: builder, hash: %s, scopes: [audiences:write, audiences:read]}
+      - {id: viewer, hash: %s, scopes: [audiences:read]}
+`, dir, brokers[0], engine.HashToken(writer), engine.HashToken(reader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := build(cfg, newLogger(cfg, os.Stderr), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		if err := a.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	base := "http://" + a.srv.Addr()
+	call := func(method, path, token, body string) (int, string) {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	def := `{"id":"pro","condition":{"trait":{"path":"plan","op":"eq","value":"pro"}}}`
+	if code, _ := call("POST", "/v1/audiences", "", def); code != http.StatusUnauthorized {
+		t.Fatalf("create without a token: %d, want 401", code)
+	}
+	if code, _ := call("POST", "/v1/audiences", reader, def); code != http.StatusForbidden {
+		t.Fatalf("create with a read-only token: %d, want 403", code)
+	}
+	if code, body := call("POST", "/v1/audiences", writer, def); code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	if code, body := call("POST", "/v1/audiences", writer, `{"id":"bad","condition":{"trait":{"path":"plan","op":"like"}}}`); code != http.StatusBadRequest || !strings.Contains(body, "condition.trait.op") {
+		t.Fatalf("invalid definition: %d %s", code, body)
+	}
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	produce := func(events ...string) {
+		for _, e := range events {
+			if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte(e)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(
+		`{"type":"identify","userId":"ann","messageId":"1","traits":{"plan":"pro"}}`,
+		`{"type":"identify","userId":"bob","messageId":"2","traits":{"plan":"free"}}`,
+		`{"type":"identify","userId":"cid","messageId":"3","traits":{"plan":"pro"}}`,
+	)
+	size := func() uint64 {
+		code, body := call("GET", "/v1/audiences/pro", reader, "")
+		if code != http.StatusOK {
+			t.Fatalf("get audience: %d %s", code, body)
+		}
+		var info struct {
+			Size uint64 `json:"size"`
+		}
+		_ = json.Unmarshal([]byte(body), &info)
+		return info.Size
+	}
+	waitUntil(t, func() bool { return size() == 2 })
+	code, body := call("GET", "/v1/audiences/pro/contains?type=user_id&value=ann", reader, "")
+	if code != http.StatusOK || !strings.Contains(body, `"member": true`) {
+		t.Fatalf("contains ann: %d %s", code, body)
+	}
+	produce(`{"type":"identify","userId":"ann","messageId":"4","traits":{"plan":"free"}}`)
+	waitUntil(t, func() bool { return size() == 1 })
+	code, body = call("GET", "/v1/audiences/pro/members", reader, "")
+	// One member line, then the cursor line.
+	if code != http.StatusOK || !strings.HasPrefix(body, `{"profile_id":`) || strings.Count(body, `"profile_id"`) != 1 || !strings.Contains(body, `"more":false`) {
+		t.Fatalf("members: %d %q", code, body)
+	}
+
+	// Entered: ann and cid; exited: ann.
+	var changes []string
+	waitUntil(t, func() bool {
+		changes = changes[:0]
+		for _, r := range consumeAll(t, brokers, "changes") {
+			var ch struct {
+				Type    string `json:"type"`
+				Entered bool   `json:"entered"`
+			}
+			if err := json.Unmarshal(r.Value, &ch); err != nil || ch.Type != "audience" {
+				t.Fatalf("change record %s: %v", r.Value, err)
+			}
+			changes = append(changes, fmt.Sprint(ch.Entered))
+		}
+		return len(changes) >= 3
+	})
+	if got := strings.Join(changes, ","); got != "true,true,false" {
+		t.Fatalf("audience records entered = %s, want true,true,false", got)
+	}
+}
+
+// waitUntil polls cond (the pipeline is asynchronous); it fails after a
+// minute, which only a hang reaches.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
