@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -137,6 +138,28 @@ http:
 	// One member line, then the cursor line.
 	if code != http.StatusOK || !strings.HasPrefix(body, `{"profile_id":`) || strings.Count(body, `"profile_id"`) != 1 || !strings.Contains(body, `"more":false`) {
 		t.Fatalf("members: %d %q", code, body)
+	}
+
+	// The same through the terminal commands.
+	cliOut := func(args ...string) string {
+		var out, errb bytes.Buffer
+		if code := cli(append(append([]string{"audience"}, args...), "-addr", base, "-token", reader), nil, &out, &errb); code != 0 {
+			t.Fatalf("audience %v: exit %d: %s", args, code, errb.String())
+		}
+		return out.String()
+	}
+	if got := cliOut("size", "pro"); got != "1\n" {
+		t.Fatalf("audience size = %q", got)
+	}
+	if got := cliOut("query", "pro AND NOT pro"); !strings.Contains(got, `"count": 0`) {
+		t.Fatalf("audience query = %s", got)
+	}
+	if got := cliOut("list"); !strings.Contains(got, `"pro"`) {
+		t.Fatalf("audience list = %s", got)
+	}
+	var errb bytes.Buffer
+	if code := cli([]string{"audience", "create", "-f", "-", "-addr", base, "-token", reader}, strings.NewReader(def), io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), "403") {
+		t.Fatalf("create with a read-only token: exit %d: %s", code, errb.String())
 	}
 
 	// Entered: ann and cid; exited: ann.

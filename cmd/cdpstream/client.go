@@ -144,3 +144,20 @@ func cmdProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprint(stderr, profileUsage)
 	return usageError{fmt.Errorf("unknown subcommand %q", sub)}
 }
+
+// parseInterspersed parses flags wherever they stand among the positional
+// arguments ("size vip -addr X" as well as "-addr X size vip"), which the
+// flag package alone does not. It returns the positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}

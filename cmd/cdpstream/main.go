@@ -27,6 +27,8 @@ Usage:
   cdpstream bench   [flags]          run the end-to-end benchmarks
   cdpstream profile lookup|remove-identifier|split [flags]
                                      look up, correct or un-merge profiles over the HTTP API
+  cdpstream audience list|create|size|members|query [flags]
+                                     define and query audiences over the HTTP API
   cdpstream version                  print the version
 
 Run 'cdpstream <command> -h' for the flags of a command.
@@ -55,6 +57,8 @@ func cli(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "profile":
 		err = cmdProfile(ctx, args[1:], stdout, stderr)
+	case "audience":
+		err = cmdAudience(ctx, args[1:], stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
