@@ -9,6 +9,7 @@ import (
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/ingest"
 	"github.com/cdpstream/cdpstream/segments"
+	"github.com/cdpstream/cdpstream/segments/audience"
 )
 
 // runConsentPipeline is PipelineInMemIdentity plus the consent stage and a
@@ -71,4 +72,18 @@ func bitmapMemory(n int) Result {
 	return Result{Name: fmt.Sprintf("ConsentBitmapMemory/profiles=%d", n), Events: int64(n), Seconds: el.Seconds(),
 		NsPerEvent: float64(el.Nanoseconds()) / float64(n), EventsPerSec: float64(n) / el.Seconds(), Reported: true,
 		Extra: map[string]float64{"serialized-B": float64(ser), "heap-B": float64(heap), "B/profile": float64(heap) / float64(n)}}
+}
+
+// setExpr times `vip AND consent:advertising AND NOT churned` over three
+// bitmaps of a universe of profiles (audience.BenchSetExpr).
+func setExpr(universe int) (Result, error) {
+	r, err := audience.BenchSetExpr(universe, 21)
+	if err != nil {
+		return Result{}, err
+	}
+	ns := float64(r.CountP50.Nanoseconds())
+	return Result{Name: fmt.Sprintf("AudienceSetExprCount/universe=%d", universe), Events: int64(r.Runs), NsPerEvent: ns,
+		EventsPerSec: 1e9 / ns, Seconds: ns * float64(r.Runs) / 1e9, Reported: true,
+		Extra: map[string]float64{"p99-ms": float64(r.CountP99.Microseconds()) / 1000, "p50-ms": ns / 1e6,
+			"eval-p50-ms": float64(r.EvalP50.Microseconds()) / 1000, "count": float64(r.Count)}}, nil
 }

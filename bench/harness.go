@@ -34,6 +34,9 @@ type Options struct {
 	IdentityIDs int
 	// BitmapProfiles sizes the consent bitmap memory figure; 0 skips it.
 	BitmapProfiles int
+	// SetExprUniverse sizes the audience set-expression count (three
+	// bitmaps over this many profile ids); 0 skips it.
+	SetExprUniverse int
 	// Dir holds the Pebble stores of the runs that need one; default a
 	// temporary directory, removed afterwards.
 	Dir string
@@ -187,6 +190,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if opts.BitmapProfiles > 0 && (opts.Only == "" || strings.Contains("ConsentBitmapMemory", opts.Only)) {
 		rep.Results = append(rep.Results, bitmapMemory(opts.BitmapProfiles))
+	}
+	if opts.SetExprUniverse > 0 && (opts.Only == "" || strings.Contains("AudienceSetExprCount", opts.Only)) {
+		r, err := setExpr(opts.SetExprUniverse)
+		if err != nil {
+			return rep, fmt.Errorf("set expression: %w", err)
+		}
+		rep.Results = append(rep.Results, r)
 	}
 	return rep, nil
 }
