@@ -34,6 +34,9 @@ type Options struct {
 	IdentityIDs int
 	// BitmapProfiles sizes the consent bitmap memory figure; 0 skips it.
 	BitmapProfiles int
+	// ContainsProfiles sizes the HTTP contains load run (profiles in the
+	// universe; 0 skips it).
+	ContainsProfiles int
 	// SetExprUniverse sizes the audience set-expression count (three
 	// bitmaps over this many profile ids); 0 skips it.
 	SetExprUniverse int
@@ -190,6 +193,18 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if opts.BitmapProfiles > 0 && (opts.Only == "" || strings.Contains("ConsentBitmapMemory", opts.Only)) {
 		rep.Results = append(rep.Results, bitmapMemory(opts.BitmapProfiles))
+	}
+	if opts.ContainsProfiles > 0 && (opts.Only == "" || strings.Contains("AudienceContainsHTTP", opts.Only)) {
+		// The load generator shares the machine's cores with the server:
+		// 2 clients keep both busy without queueing, 16 show the tail under
+		// contention.
+		for _, clients := range []int{2, 16} {
+			r, err := ContainsLoad(ctx, opts.Dir, opts.ContainsProfiles, clients, 100_000)
+			if err != nil {
+				return rep, fmt.Errorf("contains load: %w", err)
+			}
+			rep.Results = append(rep.Results, r)
+		}
 	}
 	if opts.SetExprUniverse > 0 && (opts.Only == "" || strings.Contains("AudienceSetExprCount", opts.Only)) {
 		r, err := setExpr(opts.SetExprUniverse)

@@ -20,6 +20,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.Corpus, "corpus", 100_000, "distinct generated records, cycled")
 	fs.IntVar(&o.IdentityIDs, "identity-ids", 1_000_000, "identifiers loaded for the identity resolution run (0: skip; the issue's target is measured at 10000000)")
 	fs.IntVar(&o.BitmapProfiles, "bitmap-profiles", 10_000_000, "profiles for the consent bitmap memory figure (0: skip)")
+	fs.IntVar(&o.ContainsProfiles, "contains-profiles", 10_000_000, "profiles behind the HTTP contains load runs (2 and 16 loopback clients, 100k requests each; 0: skip)")
 	fs.IntVar(&o.SetExprUniverse, "setexpr-universe", 10_000_000, "profile ids under the audience set-expression count (0: skip; the issue's target is at 100000000)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the benchmark's Pebble stores (default: a temporary directory)")
 	fs.StringVar(&o.Only, "run", "", "only workloads whose name contains this")
@@ -29,7 +30,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.Events < 1 || o.KafkaEvents < 0 || o.Corpus < 1 || o.IdentityIDs < 0 || o.BitmapProfiles < 0 || o.SetExprUniverse < 0 {
+	if o.Events < 1 || o.KafkaEvents < 0 || o.Corpus < 1 || o.IdentityIDs < 0 || o.BitmapProfiles < 0 || o.SetExprUniverse < 0 || o.ContainsProfiles < 0 {
 		return usageError{fmt.Errorf("-events and -corpus must be >= 1, -kafka-events and -identity-ids >= 0")}
 	}
 	if !*quiet {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/cockroachdb/pebble"
 )
 
 // SetExprResult is what BenchSetExpr measured.
@@ -105,3 +106,23 @@ func (m mapSource) Bitmap(t Term) (*roaring.Bitmap, error) {
 }
 
 func (m mapSource) Universe() *roaring.Bitmap { return m.universe }
+
+// BenchContainsStore opens a store over db holding one audience, "vip",
+// whose members are a seeded eighth of the profile ids 0..n-1, set directly
+// rather than built from events (which would take minutes at 10M). It is
+// the server side of the HTTP contains load benchmark in package bench.
+func BenchContainsStore(db *pebble.DB, n int) (*Store, error) {
+	s, err := New(Config{}, db)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Create(Definition{ID: "vip", Condition: Condition{Trait: &TraitCond{Path: "vip", Op: "exists"}}}); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Wait()
+	s.mu.Lock()
+	s.auds["vip"].members = benchSource(n, 1).sets[Term{Name: "vip"}]
+	s.mu.Unlock()
+	return s, nil
+}

@@ -1,0 +1,119 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/segments/audience"
+)
+
+// ContainsLoad measures GET /v1/audiences/{id}/contains over loopback HTTP
+// against an audience of about n/8 members among n profiles, behind the
+// same auth middleware as production (one token, scope audiences:read),
+// with workers concurrent keep-alive clients issuing requests in total.
+// Traffic goes to 127.0.0.1 only, and the run is bounded by requests.
+func ContainsLoad(ctx context.Context, dir string, n, workers, requests int) (Result, error) {
+	tmp, err := os.MkdirTemp(dir, "contains-load-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(tmp)
+	db, err := engine.OpenStore(tmp, engine.StoreConfig{}, nil)
+	if err != nil {
+		return Result{}, err
+	}
+	defer db.Close()
+	store, err := audience.BenchContainsStore(db, n)
+	if err != nil {
+		return Result{}, err
+	}
+	defer store.Close()
+	const token = "bench-token"
+	auth, err := engine.NewAuth(engine.AuthConfig{
+		Tokens:    []engine.TokenConfig{{ID: "bench", Hash: engine.HashToken(token), Scopes: []string{engine.ScopeAudiencesRead}}},
+		RateLimit: engine.RateLimitConfig{PerSecond: 1e9, Burst: 1e9},
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	srv, err := engine.NewServer(engine.ServerConfig{Addr: "127.0.0.1:0"}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		return Result{}, err
+	}
+	audience.Mount(srv, store.Routes(nil), auth)
+	if err := srv.Listen(); err != nil {
+		return Result{}, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = srv.Serve(sctx) }()
+	base := "http://" + srv.Addr() + "/v1/audiences/vip/contains?profile_id="
+	if host, _, _ := net.SplitHostPort(srv.Addr()); host != "127.0.0.1" {
+		return Result{}, fmt.Errorf("load target %s is not loopback", srv.Addr())
+	}
+
+	tr := &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	lat := make([][]time.Duration, workers)
+	var wg sync.WaitGroup
+	var firstErr error
+	var errMu sync.Mutex
+	per := requests / workers
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 9))
+			lat[w] = make([]time.Duration, 0, per)
+			buf := make([]byte, 0, 128)
+			for i := 0; i < per && ctx.Err() == nil; i++ {
+				buf = strconv.AppendUint(append(buf[:0], base...), uint64(r.IntN(n)), 10)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, string(buf), nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					errMu.Unlock()
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	if firstErr != nil {
+		return Result{}, firstErr
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	q := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000 }
+	return Result{Name: fmt.Sprintf("AudienceContainsHTTP/profiles=%d/clients=%d", n, workers), Events: int64(len(all)),
+		Seconds: el.Seconds(), EventsPerSec: float64(len(all)) / el.Seconds(), NsPerEvent: float64(el.Nanoseconds()) / float64(len(all)),
+		Reported: true, Extra: map[string]float64{"p50-ms": q(0.50), "p99-ms": q(0.99), "max-ms": q(1)}}, nil
+}
