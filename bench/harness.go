@@ -415,7 +415,7 @@ func (r *Report) WriteBenchstat(w io.Writer) {
 		}
 		sort.Strings(units)
 		for _, u := range units {
-			fmt.Fprintf(w, "\t%.1f %s", x.Extra[u], u)
+			fmt.Fprintf(w, "\t%.4g %s", x.Extra[u], u)
 		}
 		fmt.Fprintln(w)
 	}
