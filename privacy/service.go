@@ -1,0 +1,626 @@
+package privacy
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Key families of requests (see doc.go).
+const (
+	prefixRequest  byte = 0x31 // | uuid (16) → 1 | JSON record
+	prefixActive   byte = 0x33 // | identity hash (16) → uuid: identities of unfinished requests
+	prefixExport   byte = 0x34 // | token (16) → expires (8 BE ns) | format | uuid (16) | body
+	prefixQueue    byte = 0x36 // | due (8 BE ns) | uuid (16) → empty: pending and in_progress requests
+	prefixExpiry   byte = 0x37 // | expires (8 BE ns) | token (16) → empty
+	prefixCallback byte = 0x38 // | seq (8 BE) → JSON outbox entry
+)
+
+// Errors of the request API.
+var (
+	ErrNotFound  = errors.New("privacy: no such request")
+	ErrConflict  = errors.New("privacy: a request for the same subject is not finished")
+	ErrDuplicate = errors.New("privacy: subject_request_id already used by a different request")
+	ErrNotCancel = errors.New("privacy: only a pending request can be cancelled")
+)
+
+// record is the stored state of one request. Identity values and the
+// rectification are kept only until the request finishes; after that the
+// record holds keyed hashes of the identities and the profile ids.
+type record struct {
+	Req            Request   `json:"request"`
+	Controller     string    `json:"controller"`
+	Actor          string    `json:"actor"`
+	Digest         string    `json:"digest"`
+	Status         string    `json:"status"`
+	Received       time.Time `json:"received"`
+	NotBefore      time.Time `json:"not_before"`
+	Expected       time.Time `json:"expected"`
+	Due            time.Time `json:"due"`
+	Finished       time.Time `json:"finished,omitzero"`
+	IdentityHashes []string  `json:"identity_hashes"`
+	Profiles       []uint32  `json:"profiles,omitempty"`
+	Attempts       int       `json:"attempts,omitempty"`
+	LastError      string    `json:"last_error,omitempty"`
+	BaseURL        string    `json:"base_url"`
+	ResultsToken   string    `json:"results_token,omitempty"`
+	ResultsExpires time.Time `json:"results_expires,omitzero"`
+	ResultsCount   int       `json:"results_count,omitempty"`
+}
+
+func (r *record) finished() bool { return r.Status == StatusCompleted || r.Status == StatusCancelled }
+
+func requestKey(id string) []byte { return append([]byte{prefixRequest}, uuidBytes(id)...) }
+
+func queueKey(due time.Time, id string) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixQueue}, uint64(due.UnixNano()))
+	return append(k, uuidBytes(id)...)
+}
+
+// Service runs privacy requests: it stores them, runs them through Work,
+// keeps exports, sends signed callbacks, and audits every change.
+type Service struct {
+	cfg    Config
+	db     *pebble.DB
+	audit  *Audit
+	work   Work
+	sig    *signer
+	now    func() time.Time
+	client *http.Client
+	log    *slog.Logger
+	m      *metrics
+
+	mu    sync.Mutex // serialises state changes of requests
+	wake  chan struct{}
+	cbMu  sync.Mutex // one callback deliverer at a time
+	cbSeq uint64     // last outbox seq, under mu
+	cbNew chan struct{}
+}
+
+// Option tunes New.
+type Option func(*Service)
+
+// WithClock sets the service's clock (default time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithHTTPClient sets the client of status callbacks (default: a client
+// with Callbacks.Timeout).
+func WithHTTPClient(c *http.Client) Option { return func(s *Service) { s.client = c } }
+
+// WithLogger sets the logger (default: discard). Logs carry request ids
+// and step names, never identities.
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// WithRegisterer registers the metrics on reg (default: none).
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(s *Service) { s.m.reg = reg }
+}
+
+// New opens the request processor over db (owned by the caller, closed
+// after Run returned). audit receives every state change; work does the
+// requests. cfg is completed with Defaults and validated (errors name the
+// field under "privacy."). In-progress requests found in the store are
+// made due at once: Run resumes them.
+func New(cfg Config, db *pebble.DB, audit *Audit, work Work, opts ...Option) (*Service, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("privacy.%w", err)
+	}
+	if audit == nil || work.Subjects == nil {
+		return nil, errors.New("privacy: New needs an Audit and Work.Subjects")
+	}
+	s := &Service{cfg: cfg, db: db, audit: audit, work: work, now: time.Now, log: slog.New(slog.DiscardHandler),
+		m: newMetrics(), wake: make(chan struct{}, 1), cbNew: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(s)
+	}
+	if err := s.m.register(); err != nil {
+		return nil, err
+	}
+	if s.client == nil {
+		s.client = &http.Client{Timeout: cfg.Callbacks.Timeout}
+	}
+	sig, err := loadSigner(db, cfg, s.now())
+	if err != nil {
+		return nil, err
+	}
+	s.sig = sig
+	if s.cbSeq, err = lastSeq(db, prefixCallback); err != nil {
+		return nil, err
+	}
+	if err := s.resume(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func lastSeq(db *pebble.DB, prefix byte) (uint64, error) {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if it.Last() && len(it.Key()) == 9 {
+		return binary.BigEndian.Uint64(it.Key()[1:]), nil
+	}
+	return 0, it.Error()
+}
+
+// resume re-queues every in_progress request at now: a crash interrupted
+// it, and its steps are idempotent.
+func (s *Service) resume() error {
+	var ids []string
+	err := s.scan([]byte{prefixQueue}, []byte{prefixQueue + 1}, func(k, _ []byte) error {
+		ids = append(ids, uuidString(k[9:]))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	for _, id := range ids {
+		rec, err := s.load(id)
+		if err != nil {
+			return err
+		}
+		if rec.Status != StatusInProgress || !rec.Due.After(now) {
+			continue
+		}
+		old := rec.Due
+		rec.Due = now
+		if err := s.put(nil, rec, old); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func uuidString(b []byte) string {
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func (s *Service) scan(lo, hi []byte, fn func(k, v []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("cannot read the privacy store: %w", err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+func (s *Service) load(id string) (*record, error) {
+	v, closer, err := s.db.Get(requestKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read request %s: %w", id, err)
+	}
+	defer closer.Close()
+	return decodeRecord(v)
+}
+
+func decodeRecord(v []byte) (*record, error) {
+	if len(v) < 1 || v[0] != 1 {
+		return nil, errors.New("privacy: corrupt request record")
+	}
+	var r record
+	if err := json.Unmarshal(v[1:], &r); err != nil {
+		return nil, fmt.Errorf("privacy: corrupt request record: %w", err)
+	}
+	return &r, nil
+}
+
+// put writes rec and moves its queue entry from oldDue (zero: none) to
+// rec.Due if it is unfinished, into b (nil: a synced batch of its own).
+func (s *Service) put(b *pebble.Batch, rec *record, oldDue time.Time) error {
+	own := b == nil
+	if own {
+		b = s.db.NewBatch()
+		defer b.Close()
+	}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if err := b.Set(requestKey(rec.Req.ID), append([]byte{1}, v...), nil); err != nil {
+		return err
+	}
+	if !oldDue.IsZero() {
+		if err := b.Delete(queueKey(oldDue, rec.Req.ID), nil); err != nil {
+			return err
+		}
+	}
+	if !rec.finished() {
+		if err := b.Set(queueKey(rec.Due, rec.Req.ID), nil, nil); err != nil {
+			return err
+		}
+	}
+	if own {
+		return b.Commit(pebble.Sync)
+	}
+	return nil
+}
+
+// identityHash is the keyed hash of one identity, equal for the raw and
+// the sha256 form of the same normalised value.
+func (s *Service) identityHash(id Identity) []byte {
+	m := hmac.New(sha256.New, s.audit.key)
+	m.Write([]byte("identity\x00"))
+	m.Write([]byte(id.Type))
+	m.Write([]byte{0})
+	m.Write([]byte(id.normalizedSHA256()))
+	return m.Sum(nil)[:16]
+}
+
+// transition moves rec to status to (its queue entry, the active index,
+// callbacks, one audit entry, the counter) in one synced batch. The caller
+// holds s.mu. oldDue is where rec is queued now (zero: not queued).
+func (s *Service) transition(rec *record, to, actor string, oldDue time.Time) error {
+	rec.Status = to
+	now := s.now()
+	if rec.finished() {
+		rec.Finished = now
+		rec.Req.Identities = nil
+		rec.Req.Rectification = nil
+	}
+	cbs := s.callbackBodies(rec)
+	fill := func(b *pebble.Batch) error {
+		for _, h := range rec.IdentityHashes {
+			hb, _ := hex.DecodeString(h)
+			k := append([]byte{prefixActive}, hb...)
+			var err error
+			if rec.finished() {
+				err = b.Delete(k, nil)
+			} else {
+				err = b.Set(k, uuidBytes(rec.Req.ID), nil)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		for _, cb := range cbs {
+			s.cbSeq++
+			if err := b.Set(binary.BigEndian.AppendUint64([]byte{prefixCallback}, s.cbSeq), cb, nil); err != nil {
+				return err
+			}
+		}
+		return s.put(b, rec, oldDue)
+	}
+	seq := s.cbSeq
+	err := s.audit.commit(fill, nil, Record{Time: now, Actor: actor, Action: "request." + to + " " + rec.Req.Type,
+		Target: "request:" + rec.Req.ID, Outcome: "ok"})
+	if err != nil {
+		s.cbSeq = seq
+		return fmt.Errorf("cannot store request %s: %w", rec.Req.ID, err)
+	}
+	s.m.requests.WithLabelValues(rec.Req.Type, to).Inc()
+	if to == StatusCompleted {
+		s.m.duration.WithLabelValues(rec.Req.Type).Observe(now.Sub(rec.Received).Seconds())
+	}
+	if len(cbs) > 0 {
+		select {
+		case s.cbNew <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Created is the 201 answer to a submission (OpenDSR 7.3).
+type Created struct {
+	ControllerID   string `json:"controller_id"`
+	ExpectedTime   string `json:"expected_completion_time"`
+	ReceivedTime   string `json:"received_time"`
+	EncodedRequest string `json:"encoded_request"`
+	ID             string `json:"subject_request_id"`
+}
+
+// Submit validates body and stores the request as pending. It is
+// idempotent on subject_request_id: the same request again (same content)
+// returns the first answer; different content under a used id returns
+// ErrDuplicate. A request naming an identity of an unfinished request
+// returns ErrConflict. Validation failures are *FieldError. actor is the
+// token id (controller_id; empty: Config.ControllerID); baseURL is the
+// fallback base of results_url when Config.PublicURL is empty.
+func (s *Service) Submit(body []byte, actor, baseURL string) (*Created, *record, error) {
+	r, err := ParseRequest(body, s.cfg.IdentityTypes)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !s.work.supports(r.Type) {
+		return nil, nil, invalid("subject_request_type", "%s is not supported by this processor (see /opendsr/discovery)", r.Type)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	digest := r.digest()
+	if old, err := s.load(r.ID); err == nil {
+		if old.Digest != digest {
+			return nil, nil, ErrDuplicate
+		}
+		return s.created(old, body), old, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, nil, err
+	}
+	rec := &record{Req: *r, Controller: actor, Actor: actor, Digest: digest, Status: StatusPending, BaseURL: baseURL}
+	if rec.Controller == "" {
+		rec.Controller = s.cfg.ControllerID
+	}
+	if s.cfg.PublicURL != "" {
+		rec.BaseURL = s.cfg.PublicURL
+	}
+	for _, id := range r.Identities {
+		h := s.identityHash(id)
+		if _, closer, err := s.db.Get(append([]byte{prefixActive}, h...)); err == nil {
+			closer.Close()
+			return nil, nil, ErrConflict
+		} else if !errors.Is(err, pebble.ErrNotFound) {
+			return nil, nil, err
+		}
+		if hx := hex.EncodeToString(h); !slices.Contains(rec.IdentityHashes, hx) {
+			rec.IdentityHashes = append(rec.IdentityHashes, hx)
+		}
+	}
+	now := s.now().UTC()
+	rec.Received, rec.NotBefore = now, now
+	if r.Type == TypeErasure || r.Type == TypeErasureSuppress {
+		rec.NotBefore = now.Add(s.cfg.WaitingPeriod)
+	}
+	rec.Due = rec.NotBefore
+	rec.Expected = rec.NotBefore.Add(s.cfg.ExpectedDuration)
+	if err := s.transition(rec, StatusPending, actor, time.Time{}); err != nil {
+		return nil, nil, err
+	}
+	s.kick()
+	return s.created(rec, body), rec, nil
+}
+
+func (s *Service) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) created(rec *record, body []byte) *Created {
+	return &Created{ControllerID: rec.Controller, ExpectedTime: rfc3339(rec.Expected), ReceivedTime: rfc3339(rec.Received),
+		EncodedRequest: b64(body), ID: rec.Req.ID}
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// Status is the answer to GET /opendsr/requests/{id} (OpenDSR 8.3).
+type Status struct {
+	ControllerID string `json:"controller_id"`
+	ExpectedTime string `json:"expected_completion_time"`
+	ID           string `json:"subject_request_id"`
+	Status       string `json:"request_status"`
+	APIVersion   string `json:"api_version"`
+	ResultsURL   string `json:"results_url,omitempty"`
+	ResultsCount int    `json:"results_count,omitempty"`
+}
+
+// Get returns the status of request id, or ErrNotFound.
+func (s *Service) Get(id string) (*Status, error) {
+	if !validUUID(id) {
+		return nil, ErrNotFound
+	}
+	rec, err := s.load(id)
+	if err != nil {
+		return nil, err
+	}
+	return s.status(rec), nil
+}
+
+func (s *Service) status(rec *record) *Status {
+	st := &Status{ControllerID: rec.Controller, ExpectedTime: rfc3339(rec.Expected), ID: rec.Req.ID,
+		Status: rec.Status, APIVersion: apiVersion, ResultsCount: rec.ResultsCount}
+	if rec.ResultsToken != "" {
+		st.ResultsURL = rec.BaseURL + "/opendsr/results/" + rec.ResultsToken
+	}
+	return st
+}
+
+const apiVersion = "2.0"
+
+// Cancel cancels a pending request. Cancelling a cancelled request
+// succeeds again; any other status returns ErrNotCancel.
+func (s *Service) Cancel(id, actor string) (*record, error) {
+	if !validUUID(id) {
+		return nil, ErrNotFound
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := s.load(id)
+	if err != nil {
+		return nil, err
+	}
+	switch rec.Status {
+	case StatusCancelled:
+		return rec, nil
+	case StatusPending:
+		return rec, s.transition(rec, StatusCancelled, actor, rec.Due)
+	}
+	return rec, ErrNotCancel
+}
+
+// Run processes due requests and delivers callbacks until ctx is done.
+// A request interrupted by ctx stays in_progress and resumes at the next
+// New + Run.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.deliverLoop(ctx)
+	}()
+	defer wg.Wait()
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		if _, err := s.Step(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.log.Error("privacy step failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// Step runs every request due now, one after another, and expires
+// exports; it returns how many requests it ran. Run calls it; tests call
+// it directly with a fake clock.
+func (s *Service) Step(ctx context.Context) (int, error) {
+	if err := s.sweepExports(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		id, ok, err := s.nextDue()
+		if err != nil || !ok {
+			return n, err
+		}
+		if err := s.runOne(ctx, id); err != nil {
+			return n, err
+		}
+		n++
+	}
+}
+
+func (s *Service) nextDue() (string, bool, error) {
+	hi := binary.BigEndian.AppendUint64([]byte{prefixQueue}, uint64(s.now().UnixNano())+1)
+	var id string
+	err := s.scan([]byte{prefixQueue}, hi, func(k, _ []byte) error {
+		id = uuidString(k[9:])
+		return errStop
+	})
+	if errors.Is(err, errStop) {
+		return id, true, nil
+	}
+	return "", false, err
+}
+
+var errStop = errors.New("stop")
+
+func (s *Service) runOne(ctx context.Context, id string) error {
+	s.mu.Lock()
+	rec, err := s.load(id)
+	if err == nil && rec.Status == StatusPending {
+		err = s.transition(rec, StatusInProgress, "processor", rec.Due)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	step, err := s.execute(ctx, rec)
+	if ctx.Err() != nil {
+		return ctx.Err() // interrupted: stays in_progress and due, resumes
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.m.stepErrors.WithLabelValues(step).Inc()
+		s.log.Warn("privacy request step failed; will retry", "request", rec.Req.ID, "step", step, "err", err)
+		old := rec.Due
+		rec.Attempts++
+		rec.LastError = step
+		backoff := s.cfg.RetryBackoff << min(rec.Attempts-1, 16)
+		rec.Due = s.now().Add(min(backoff, 10*time.Minute))
+		return s.audit.commit(func(b *pebble.Batch) error { return s.put(b, rec, old) }, nil,
+			Record{Actor: "processor", Action: "request.retry " + rec.Req.Type, Target: "request:" + rec.Req.ID, Outcome: "failed:" + step})
+	}
+	rec.LastError = ""
+	return s.transition(rec, StatusCompleted, "processor", rec.Due)
+}
+
+// execute runs the work of rec; on failure it returns the failing step.
+func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
+	pids, err := s.work.Subjects.Resolve(ctx, rec.Req.Identities)
+	if err != nil {
+		return "resolve", err
+	}
+	for _, p := range pids {
+		if !slices.Contains(rec.Profiles, p) {
+			rec.Profiles = append(rec.Profiles, p)
+		}
+	}
+	slices.Sort(rec.Profiles)
+	subj := Subject{Identities: rec.Req.Identities, Profiles: pids}
+	switch rec.Req.Type {
+	case TypeErasure, TypeErasureSuppress:
+		if rec.Req.Type == TypeErasureSuppress {
+			if err := s.work.Suppressor.Suppress(ctx, subj); err != nil {
+				return "suppress", err
+			}
+		}
+		for _, n := range s.work.Notifiers {
+			if err := n.NotifyDeletion(ctx, rec.Req.ID, subj); err != nil {
+				return "notify", err
+			}
+		}
+		for _, e := range s.work.Erasers {
+			if err := e.Erase(ctx, subj); err != nil {
+				return "erase:" + e.Name(), err
+			}
+			if _, err := s.audit.Append(Record{Actor: "processor", Action: "request.erased " + e.Name(),
+				Target: "request:" + rec.Req.ID, Outcome: "ok"}); err != nil {
+				return "audit", err
+			}
+		}
+		if err := s.dropExportsOf(rec); err != nil {
+			return "drop_exports", err
+		}
+	case TypeSuppress:
+		if err := s.work.Suppressor.Suppress(ctx, subj); err != nil {
+			return "suppress", err
+		}
+	case TypeUnsuppress:
+		if err := s.work.Suppressor.Unsuppress(ctx, subj); err != nil {
+			return "unsuppress", err
+		}
+	case TypeRectification:
+		if err := s.work.Rectifier.Rectify(ctx, subj, *rec.Req.Rectification); err != nil {
+			return "rectify", err
+		}
+	case TypeAccess, TypePortability:
+		if err := s.export(ctx, rec, subj); err != nil {
+			return "export", err
+		}
+	}
+	return "", nil
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

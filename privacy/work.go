@@ -1,0 +1,94 @@
+package privacy
+
+import "context"
+
+// The work of a request goes through these interfaces; cmd/ adapts the
+// identity graph, the consent stage, the audience store and the sinks to
+// them. Every method must be idempotent: a request interrupted by a crash
+// or failed by an error runs again from its first step, so a second Erase
+// of profiles already erased, or a second Suppress, must succeed.
+
+// Subject is who a request is about: the identities as given and the
+// profile ids they resolved to. The callee must not keep the slices.
+type Subject struct {
+	Identities []Identity
+	Profiles   []uint32
+}
+
+// Subjects resolves identities (raw or sha256, see Identity) to every live
+// profile they reach, merged profiles followed to their survivor, sorted
+// and without duplicates. Identities that reach nothing are not an error.
+type Subjects interface {
+	Resolve(ctx context.Context, ids []Identity) ([]uint32, error)
+}
+
+// Eraser removes what one component holds about profiles: the identity
+// graph (identifiers, profile records, merge-log entries, the profile key),
+// consent, audiences. Name labels the step in the audit trail and metrics
+// ("identity", "consent", "audiences").
+type Eraser interface {
+	Name() string
+	Erase(ctx context.Context, s Subject) error
+}
+
+// Suppressor keeps, or drops, keyed hashes of every identifier of the
+// subject so that the person's future events are dropped at ingest. It is
+// called before any Eraser of the same request, while the profiles still
+// list their identifiers.
+type Suppressor interface {
+	Suppress(ctx context.Context, s Subject) error
+	Unsuppress(ctx context.Context, s Subject) error
+}
+
+// Exporter returns what one component holds about profiles, as a value
+// encoding/json can marshal (a slice gives one NDJSON line per element in
+// portability exports). Name is the section name in the export
+// ("identifiers", "traits", "consent", "audiences", "merges").
+type Exporter interface {
+	Name() string
+	Export(ctx context.Context, s Subject) (any, error)
+}
+
+// DeletionNotifier tells downstream tools that a person was erased,
+// carrying the identifiers each sink may see. It is called before any
+// Eraser, while the identifiers can still be looked up.
+type DeletionNotifier interface {
+	NotifyDeletion(ctx context.Context, requestID string, s Subject) error
+}
+
+// Rectifier corrects a subject's traits or identifiers.
+type Rectifier interface {
+	Rectify(ctx context.Context, s Subject, fix Rectification) error
+}
+
+// Work is the set of components requests act through. Subjects is
+// required; a request type whose components are missing is refused at
+// submission (400) and not listed by discovery: erasure needs Erasers,
+// suppress and unsuppress a Suppressor, erasure_suppress both, access and
+// portability Exporters, rectification a Rectifier.
+type Work struct {
+	Subjects   Subjects
+	Erasers    []Eraser
+	Suppressor Suppressor
+	Exporters  []Exporter
+	Notifiers  []DeletionNotifier
+	Rectifier  Rectifier
+}
+
+func (w Work) supports(typ string) bool {
+	switch typ {
+	case TypeErasure:
+		return len(w.Erasers) > 0
+	case TypeErasureSuppress:
+		return len(w.Erasers) > 0 && w.Suppressor != nil
+	case TypeSuppress, TypeUnsuppress:
+		return w.Suppressor != nil
+	case TypeAccess, TypePortability:
+		return len(w.Exporters) > 0
+	case TypeRectification:
+		return w.Rectifier != nil
+	}
+	return false
+}
+
+var allTypes = []string{TypeErasure, TypeAccess, TypePortability, TypeRectification, TypeSuppress, TypeUnsuppress, TypeErasureSuppress}
