@@ -32,10 +32,12 @@ func runConsentPipeline(ctx context.Context, opts Options, c *Corpus, progress f
 	}
 	// The generator's Segment categoryPreferences carry analytics and
 	// advertising (and necessary) for every event.
-	cs, err := segments.New(segments.Config{Purposes: []segments.Purpose{
+	ccfg := segments.Config{Purposes: []segments.Purpose{
 		{Name: "analytics", Bit: 0, Default: "denied", Segment: []string{"analytics"}},
 		{Name: "advertising", Bit: 1, Default: "denied", Segment: []string{"advertising"}},
-	}}, db, nil)
+	}}
+	ccfg.Defaults()
+	cs, err := segments.New(ccfg, db, nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -43,7 +45,8 @@ func runConsentPipeline(ctx context.Context, opts Options, c *Corpus, progress f
 	if err != nil {
 		return 0, 0, err
 	}
-	b, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, engine.NewPoolAllocator())
+	// As cmd wires it: the decoder cuts out the consent fields.
+	b, err := ingest.NewBatcher(ingest.DecodeConfig{ConsentPaths: ccfg.Paths()}, ingest.BatchConfig{}, engine.NewPoolAllocator())
 	if err != nil {
 		return 0, 0, err
 	}

@@ -197,6 +197,7 @@ func (s *NaiveSource) add(raw, key []byte, off int64) {
 	rb.Field(engine.ColProfileID).(*array.Uint32Builder).Append(0)
 	rb.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
 	rb.Field(engine.ColRaw).(*array.BinaryBuilder).Append(raw)
+	rb.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
 	s.rows++
 }
 

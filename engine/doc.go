@@ -31,6 +31,8 @@
 //	consent_mask  uint64    0 until the consent stage fills it: bit i set
 //	                        when the person granted purpose i
 //	raw           binary    the original record, byte for byte
+//	consent_fields binary?  the event's consent fields as sparse JSON with
+//	                        the event's nesting (null: not extracted, read raw)
 //
 // ("?" marks nullable columns.)
 //

@@ -79,6 +79,7 @@ func makeBatch(t testing.TB, alloc memory.Allocator, prefix string, first int64,
 		rb.Field(engine.ColProfileID).(*array.Uint32Builder).Append(uint32(i))
 		rb.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
 		rb.Field(engine.ColRaw).(*array.BinaryBuilder).Append([]byte(`{"messageId":"` + id + `"}`))
+		rb.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
 	}
 	b := &engine.Batch{Rec: rb.NewRecordBatch(), Created: time.Now()}
 	for i, r := range dead {

@@ -70,6 +70,7 @@ const (
 	ColProfileID
 	ColConsentMask
 	ColRaw
+	ColConsentFields
 	numCols
 )
 
@@ -100,4 +101,10 @@ var Schema = arrow.NewSchema([]arrow.Field{
 	ColProfileID:   {Name: "profile_id", Type: arrow.PrimitiveTypes.Uint32},
 	ColConsentMask: {Name: "consent_mask", Type: arrow.PrimitiveTypes.Uint64},
 	ColRaw:         {Name: "raw", Type: arrow.BinaryTypes.Binary},
+	// ColConsentFields: the event's consent-bearing fields, cut out by the
+	// decoder (see ingest.DecodeConfig.ConsentPaths) as a JSON object with
+	// the event's own nesting, so the consent stage reads a few dozen bytes
+	// instead of parsing the whole event again. Null when the decoder was
+	// given no paths (readers then fall back to raw).
+	ColConsentFields: {Name: "consent_fields", Type: arrow.BinaryTypes.Binary, Nullable: true},
 }, nil)

@@ -228,6 +228,7 @@ func (e *BenchEnv) appendRow(typ engine.EventType, user, anon string, ids [][2]s
 	b.Field(engine.ColProfileID).(*array.Uint32Builder).Append(0)
 	b.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
 	b.Field(engine.ColRaw).(*array.BinaryBuilder).Append(nil)
+	b.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
 }
 
 func (e *BenchEnv) flush() *engine.Batch {

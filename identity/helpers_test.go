@@ -119,6 +119,7 @@ func buildBatch(t testing.TB, evs []testEvent) *engine.Batch {
 		b.Field(engine.ColProfileID).(*array.Uint32Builder).Append(0)
 		b.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
 		b.Field(engine.ColRaw).(*array.BinaryBuilder).Append([]byte("{}"))
+		b.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
 		k := topicPart{e.topic, e.part}
 		next[k] = max(next[k], e.off+1)
 	}

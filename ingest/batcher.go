@@ -68,7 +68,7 @@ type Batcher struct {
 	ts                              *array.TimestampBuilder
 	part                            *array.Int32Builder
 	off                             *array.Int64Builder
-	key, raw                        *array.BinaryBuilder
+	key, raw, cfields               *array.BinaryBuilder
 	idList                          *array.ListBuilder
 	idStruct                        *array.StructBuilder
 	idType, idValue                 *array.StringBuilder
@@ -102,8 +102,8 @@ type Batcher struct {
 // Batcher remembers from one batch to reserve it for the next; the first
 // numRowBins of them get exactly one value per row.
 const (
-	numBins    = 11
-	numRowBins = 9
+	numBins    = 12
+	numRowBins = 10
 )
 
 // NewBatcher returns a Batcher; dc and bc get their defaults filled in and
@@ -144,6 +144,7 @@ func NewBatcher(dc DecodeConfig, bc BatchConfig, mem memory.Allocator) (*Batcher
 		profile: rb.Field(engine.ColProfileID).(*array.Uint32Builder),
 		consent: rb.Field(engine.ColConsentMask).(*array.Uint64Builder),
 		raw:     rb.Field(engine.ColRaw).(*array.BinaryBuilder),
+		cfields: rb.Field(engine.ColConsentFields).(*array.BinaryBuilder),
 		now:     time.Now,
 	}
 	b.idStruct = b.idList.ValueBuilder().(*array.StructBuilder)
@@ -152,7 +153,7 @@ func NewBatcher(dc DecodeConfig, bc BatchConfig, mem memory.Allocator) (*Batcher
 	b.bins = [numBins]*array.BinaryBuilder{
 		b.msgID.BinaryBuilder, b.event.BinaryBuilder, b.topic.BinaryBuilder,
 		b.userID.BinaryBuilder, b.anonID.BinaryBuilder, b.prevID.BinaryBuilder,
-		b.groupID.BinaryBuilder, b.key, b.raw,
+		b.groupID.BinaryBuilder, b.key, b.raw, b.cfields,
 		b.idType.BinaryBuilder, b.idValue.BinaryBuilder,
 	}
 	copy(b.rowBins[:], b.bins[:numRowBins])
@@ -263,6 +264,7 @@ func (b *Batcher) appendEvent(ev *Event, raw, key []byte, pos engine.Position) {
 	appendNullable(b.prevID.BinaryBuilder, ev.PreviousID)
 	appendNullable(b.groupID.BinaryBuilder, ev.GroupID)
 	appendBin(b.raw, raw)
+	appendNullable(b.cfields, ev.ConsentFields)
 	b.idList.Append(true)
 	for i := range ev.Identifiers {
 		id := &ev.Identifiers[i]

@@ -77,6 +77,12 @@ type IdentifierSource struct {
 
 // DecodeConfig configures the event decoder.
 type DecodeConfig struct {
+	// ConsentPaths are dotted JSON paths of consent-bearing fields (set by
+	// the caller from the consent catalogue, not read from YAML). The
+	// decoder copies them into the consent_fields column as one JSON object
+	// with the event's nesting, so the consent stage need not parse the
+	// whole event again. Empty: the column is null.
+	ConsentPaths []string `yaml:"-"`
 	// MaxEventBytes is the largest record accepted, in bytes; larger ones
 	// are dead-lettered as too_large before any parsing. Default 32 KiB.
 	MaxEventBytes int `yaml:"max_event_bytes"`
@@ -171,6 +177,9 @@ type Event struct {
 	Timestamp                                int64
 	UserID, AnonymousID, PreviousID, GroupID []byte
 	Identifiers                              []Identifier
+	// ConsentFields is the sparse JSON of DecodeConfig.ConsentPaths found
+	// in the event ("{}" when none); nil when no paths are configured.
+	ConsentFields []byte
 }
 
 // Decoder decodes Segment-spec JSON events. It holds one fastjson parser
@@ -186,10 +195,12 @@ type Decoder struct {
 	leafVals []*fastjson.Value // per trie leaf, resolved value of the current event
 	now      func() time.Time
 
-	ev    Event
-	f     fields
-	num   []byte   // number text of ids, grows once
-	idBuf [36]byte // generated message id
+	ev      Event
+	f       fields
+	consent *consentNode // nil: no ConsentPaths
+	cbuf    []byte
+	num     []byte   // number text of ids, grows once
+	idBuf   [36]byte // generated message id
 }
 
 // pathNode is one segment of the identifier path trie. Paths sharing a
@@ -239,7 +250,78 @@ func NewDecoder(cfg DecodeConfig) (*Decoder, error) {
 	}
 	d.leafVals = make([]*fastjson.Value, nleaves)
 	d.ev.Identifiers = make([]Identifier, 0, cfg.MaxIdentifiers)
+	if len(cfg.ConsentPaths) > 0 {
+		d.consent = &consentNode{}
+		for _, p := range cfg.ConsentPaths {
+			d.consent.add(strings.Split(p, "."))
+		}
+		d.cbuf = make([]byte, 0, 512)
+	}
 	return d, nil
+}
+
+// consentNode is one segment of the consent path trie: a leaf copies the
+// whole value; an inner node copies only its children that are present.
+type consentNode struct {
+	key  string
+	leaf bool
+	kids []*consentNode
+}
+
+func (n *consentNode) add(segs []string) {
+	if n.leaf {
+		return
+	}
+	if len(segs) == 0 {
+		n.leaf, n.kids = true, nil
+		return
+	}
+	for _, k := range n.kids {
+		if k.key == segs[0] {
+			k.add(segs[1:])
+			return
+		}
+	}
+	k := &consentNode{key: segs[0]}
+	n.kids = append(n.kids, k)
+	k.add(segs[1:])
+}
+
+// appendSparse appends the members of object o that n selects, as a JSON
+// object; values are re-encoded by fastjson (same JSON, not the same
+// bytes).
+func appendSparse(dst []byte, o *fastjson.Object, n *consentNode) []byte {
+	dst = append(dst, '{')
+	first := true
+	for _, k := range n.kids {
+		v := o.Get(k.key)
+		if v == nil {
+			continue
+		}
+		mark := len(dst)
+		if !first {
+			dst = append(dst, ',')
+		}
+		dst = strconv.AppendQuote(dst, k.key)
+		dst = append(dst, ':')
+		switch {
+		case k.leaf:
+			dst = v.MarshalTo(dst)
+		case v.Type() == fastjson.TypeObject:
+			sub, _ := v.Object()
+			inner := len(dst)
+			dst = appendSparse(dst, sub, k)
+			if len(dst)-inner == 2 { // "{}": nothing selected below
+				dst = dst[:mark]
+				continue
+			}
+		default:
+			dst = dst[:mark]
+			continue
+		}
+		first = false
+	}
+	return append(dst, '}')
 }
 
 // addPath inserts segs into the trie rooted at nodes and returns the leaf
@@ -372,6 +454,12 @@ func (d *Decoder) Decode(raw []byte, recTime time.Time) (ev *Event, reason engin
 	}
 	if ev.MessageID == nil {
 		ev.MessageID = d.generateID(raw)
+	}
+	ev.ConsentFields = nil
+	if d.consent != nil {
+		o, _ := root.Object()
+		d.cbuf = appendSparse(d.cbuf[:0], o, d.consent)
+		ev.ConsentFields = d.cbuf
 	}
 	return ev, "", ""
 }

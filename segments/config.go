@@ -197,3 +197,17 @@ func path(p string) []string {
 	}
 	return strings.Split(p, ".")
 }
+
+// Paths returns the dotted paths of the enabled consent fields, for the
+// decoder to cut them out of each event (ingest.DecodeConfig.ConsentPaths):
+// the consent stage then reads those few bytes (engine.ColConsentFields)
+// instead of parsing the whole event again. Call after Defaults.
+func (c Config) Paths() []string {
+	var out []string
+	for _, p := range []string{c.Fields.TCF, c.Fields.GPP, c.Fields.USP, c.Fields.GPC, c.Fields.Segment, c.Fields.RudderStack, c.Fields.MParticle} {
+		if p != "" && p != "-" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

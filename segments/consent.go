@@ -311,6 +311,8 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 	pids, ok1 := rec.Column(engine.ColProfileID).(*array.Uint32)
 	raws, ok2 := rec.Column(engine.ColRaw).(*array.Binary)
 	tss, ok3 := rec.Column(engine.ColTimestamp).(*array.Timestamp)
+	// The decoder's cut-out of the consent fields, when it made one.
+	cfs, _ := rec.Column(engine.ColConsentFields).(*array.Binary)
 	if !ok1 || !ok2 || !ok3 {
 		return errors.New("segments: batch not in engine.Schema")
 	}
@@ -324,7 +326,7 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 		}
 		ts := int64(tss.Value(i)) // µs, per engine.Schema
 		ev := &c.ev
-		c.x.extract(raws.Value(i), ts, ev)
+		c.x.extract(consentSource(cfs, raws, i), ts, ev)
 		if ev.known != 0 && pid != 0 {
 			for bb := ev.known; bb != 0; bb &= bb - 1 {
 				bit := tz(bb)
@@ -501,4 +503,13 @@ func (r *annRing) find(b *engine.Batch) *annotation {
 		}
 	}
 	return nil
+}
+
+// consentSource is where row i's consent fields are read from: the
+// decoder's consent_fields cut-out when present, else the raw event.
+func consentSource(cfs, raws *array.Binary, i int) []byte {
+	if cfs != nil && cfs.IsValid(i) {
+		return cfs.Value(i)
+	}
+	return raws.Value(i)
 }

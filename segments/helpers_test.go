@@ -72,6 +72,7 @@ func makeBatch(t testing.TB, seq uint64, rows []row) *engine.Batch {
 		bld.Field(engine.ColProfileID).(*array.Uint32Builder).Append(r.pid)
 		bld.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
 		bld.Field(engine.ColRaw).(*array.BinaryBuilder).Append([]byte(r.raw))
+		bld.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
 	}
 	return &engine.Batch{Seq: seq, Rec: bld.NewRecordBatch()}
 }

@@ -105,6 +105,7 @@ type Policy struct {
 	rp     fastjson.Parser
 	drops  dropRing
 	denied [][]byte
+	cfs    *array.Binary // consent_fields of the batch in Select, may be nil
 }
 
 const (
@@ -172,6 +173,8 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 	c := p.c
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.cfs, _ = rec.Column(engine.ColConsentFields).(*array.Binary)
+	defer func() { p.cfs = nil }()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	c.ann.mu.RLock()
@@ -193,7 +196,7 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 				}
 			}
 		}
-		if p.cfg.RudderStack != nil && !p.rudderKeep(raws.Value(i)) {
+		if p.cfg.RudderStack != nil && !p.rudderKeep(consentSource(p.cfs, raws, i)) {
 			p.dropRow(b, i, pid, ReasonRudderStack, drop)
 			continue
 		}
@@ -250,7 +253,7 @@ func (p *Policy) evalRow(i int, pid uint32, mask uint64, a *annotation, raws *ar
 	if a != nil {
 		ek, eg = a.ek[i], a.eg[i]
 	} else {
-		p.x.extract(raws.Value(i), 0, &p.ev)
+		p.x.extract(consentSource(p.cfs, raws, i), 0, &p.ev)
 		ek, eg = p.ev.known, p.ev.granted
 	}
 	return p.decide(eg, ek)

@@ -105,6 +105,9 @@ func (c *Config) defaults() {
 	c.Runner.Defaults()
 	if c.consentOn() {
 		c.Consent.Defaults()
+		// The decoder cuts the consent fields out of each event, so the
+		// consent stage does not parse every event a second time.
+		c.Decode.ConsentPaths = c.Consent.Paths()
 	}
 	for i := range c.Sinks {
 		if c.Source.Kafka != nil {

@@ -95,6 +95,7 @@ func makeBatch(tb testing.TB, mem memory.Allocator, rows ...row) *engine.Batch {
 		rb.Field(engine.ColProfileID).(*array.Uint32Builder).Append(r.pid)
 		rb.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(uint64(i))
 		rb.Field(engine.ColRaw).(*array.BinaryBuilder).Append([]byte(r.raw))
+		rb.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
 	}
 	return &engine.Batch{Seq: 1, Rec: rb.NewRecordBatch()}
 }

@@ -130,6 +130,7 @@ func makeBatch(seq uint64, evs []ev, now time.Time) *engine.Batch {
 		bld.Field(engine.ColProfileID).(*array.Uint32Builder).Append(e.pid)
 		bld.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
 		bld.Field(engine.ColRaw).(*array.BinaryBuilder).Append([]byte(e.raw))
+		bld.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
 	}
 	return &engine.Batch{Seq: seq, Rec: bld.NewRecordBatch()}
 }
