@@ -42,8 +42,8 @@ type ExportDoc struct {
 	Regulation  string                     `json:"regulation"`
 	GeneratedAt string                     `json:"generated_at"`
 	Profiles    []uint32                   `json:"profile_ids"`
-	Data        map[string]json.RawMessage `json:"data"`
-	Requests    []PastRequest              `json:"privacy_requests"`
+	Data        map[string]json.RawMessage `json:"data,omitempty"`
+	Requests    []PastRequest              `json:"privacy_requests,omitempty"`
 }
 
 func (s *Service) export(ctx context.Context, rec *record, subj Subject) error {

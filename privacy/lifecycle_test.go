@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -149,6 +150,8 @@ func TestLifecycle(t *testing.T) {
 	})
 }
 
+var tokenRE = regexp.MustCompile(`/opendsr/results/[0-9a-f]{32}`)
+
 func idArg(t *testing.T, d *datadriven.TestData) string {
 	var id string
 	d.ScanArgs(t, "id", &id)
@@ -211,6 +214,7 @@ func show(e *env, code int, h http.Header, b, sent []byte) string {
 		b, _ = json.Marshal(m)
 	}
 	s := strings.ReplaceAll(string(b), e.srv.URL, "SERVER")
+	s = tokenRE.ReplaceAllString(s, "/opendsr/results/TOKEN")
 	return fmt.Sprintf("%d%s %s", code, signed, s)
 }
 
@@ -225,7 +229,7 @@ func state(t *testing.T, e *env) string {
 		fmt.Fprintf(&sb, "request %s %s %s received %s expected %s", r.Req.ID[:8], r.Req.Type, r.Status,
 			r.Received.Format("15:04"), r.Expected.Format("01-02T15:04"))
 		if !r.finished() {
-			fmt.Fprintf(&sb, " due %s", r.Due.Format("01-02T15:04"))
+			fmt.Fprintf(&sb, " due %s", r.Due.Format("01-02T15:04:05"))
 		}
 		if len(r.Profiles) > 0 {
 			fmt.Fprintf(&sb, " profiles %v", r.Profiles)

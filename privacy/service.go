@@ -568,13 +568,26 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 	if err != nil {
 		return "resolve", err
 	}
+	// The profiles are persisted before any step destroys what resolves
+	// them: a run resumed after a crash between two Erasers resolves
+	// nothing any more, and must still reach the same profiles.
+	grown := false
 	for _, p := range pids {
 		if !slices.Contains(rec.Profiles, p) {
 			rec.Profiles = append(rec.Profiles, p)
+			grown = true
 		}
 	}
-	slices.Sort(rec.Profiles)
-	subj := Subject{Identities: rec.Req.Identities, Profiles: pids}
+	if grown {
+		slices.Sort(rec.Profiles)
+		s.mu.Lock()
+		err := s.put(nil, rec, rec.Due)
+		s.mu.Unlock()
+		if err != nil {
+			return "resolve", err
+		}
+	}
+	subj := Subject{Identities: rec.Req.Identities, Profiles: slices.Clone(rec.Profiles)}
 	switch rec.Req.Type {
 	case TypeErasure, TypeErasureSuppress:
 		if rec.Req.Type == TypeErasureSuppress {
