@@ -96,27 +96,9 @@ http: {addr: "127.0.0.1:0"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := build(cfg, newLogger(cfg, os.Stderr), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.run(ctx) }()
-	for st := a.runner.Stats(); st.Received < n || st.Committed != st.Batches; st = a.runner.Stats() {
-		select {
-		case err := <-done:
-			t.Fatalf("pipeline stopped: %v", err)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := a.close(); err != nil {
-		t.Fatal(err)
-	}
+	a, done, stop := startApp(t, cfg)
+	waitConsumed(t, a, done, n)
+	stop()
 
 	var got []string
 	for _, r := range consumeAll(t, brokers, "analytics") {

@@ -243,34 +243,11 @@ identity: {secret: test-secret}
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := build(cfg, newLogger(cfg, os.Stderr), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.run(ctx) }()
-	total := uint64(len(p.valid) + len(p.bad))
-	for {
-		st := a.runner.Stats()
-		if st.Received >= total && st.Committed == st.Batches {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("pipeline stopped early: %v", err)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	a, done, stop := startApp(t, cfg)
+	waitConsumed(t, a, done, uint64(len(p.valid)+len(p.bad)))
 	// The identity graph answers over HTTP while the pipeline runs.
 	checkLookup(t, a.srv.Addr(), p.someUserID)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("graceful stop returned %v", err)
-	}
-	if err := a.close(); err != nil {
-		t.Fatal(err)
-	}
+	stop()
 
 	// Kafka sink: every valid event once, key = message id, value untouched.
 	var ids []string
@@ -429,6 +406,45 @@ func checkLookup(t *testing.T, addr, userID string) {
 	for _, id := range v.Identifiers {
 		if id.Value == userID {
 			t.Errorf("lookup shows %s unmasked", id.Type)
+		}
+	}
+}
+
+// startApp builds an instance from cfg and runs it; stop drains it (as a
+// SIGTERM would), closes every component and fails the test on any error.
+func startApp(t *testing.T, cfg *Config) (a *app, done <-chan error, stop func()) {
+	t.Helper()
+	a, err := build(cfg, newLogger(cfg, os.Stderr), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- a.run(ctx) }()
+	return a, errc, func() {
+		t.Helper()
+		cancel()
+		if err := <-errc; err != nil {
+			t.Fatalf("graceful stop returned %v", err)
+		}
+		if err := a.close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitConsumed waits until the runner has read n records and committed
+// every batch it read; it fails if the pipeline stops first.
+func waitConsumed(t *testing.T, a *app, done <-chan error, n uint64) {
+	t.Helper()
+	for st := a.runner.Stats(); st.Received < n || st.Committed != st.Batches; st = a.runner.Stats() {
+		select {
+		case err := <-done:
+			t.Fatalf("pipeline stopped early: %v", err)
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
