@@ -1,0 +1,113 @@
+// Package privacy owns data subject requests and the audit trail (issue
+// 6): the OpenDSR 2.0 request API with cdpstream's extensions, the request
+// processor, signed status callbacks, access and portability exports, and
+// the hash-chained audit log. It imports engine only; the work itself
+// goes through small interfaces (work.go) that cmd/ adapts to identity,
+// segments and the sinks.
+//
+// # Pieces
+//
+//   - Audit (NewAudit): append-only, hash-chained entries in Pebble.
+//     Append; Verify(db) walks the chain; Entries reads it; Audit is an
+//     engine.Auditor (pass it to engine.WithAuditor) so every call to a
+//     personal route lands in the trail; WithMirror hands each committed
+//     entry to a hook (a Kafka producer).
+//   - Service (New): Submit, Get, Cancel, Step, Run; Routes/Mount/Handler
+//     serve the API. Config (YAML block "privacy") has defaults and
+//     Validate.
+//   - Work: Subjects (required), Erasers, Suppressor, Exporters,
+//     DeletionNotifiers, Rectifier. A type whose components are missing is
+//     refused at submission and not listed by discovery.
+//
+// # Lifecycle
+//
+//	POST → pending ──(due: now, or after Config.WaitingPeriod for erasure
+//	       │          and erasure_suppress)──► in_progress ──► completed
+//	       └─ DELETE while pending ─► cancelled
+//
+// Submission validates (400 with the OpenDSR error body, naming the
+// field), then under one lock: an id already stored with the same content
+// (canonical JSON digest) answers the first answer again; with other
+// content 400 DuplicateRequestId; an identity held by an unfinished
+// request (any type; the raw and sha256 forms of one value are the same
+// identity) 409. A step runs: resolve → for erasure_suppress, suppress →
+// deletion notices → each Eraser in order (each audited) → expire the
+// person's earlier exports; suppress/unsuppress; rectify; or build the
+// export. Profiles resolved are persisted before anything is destroyed,
+// and the union over attempts is what later attempts use: an erasure
+// interrupted between two Erasers resolves nothing the second time, yet
+// reaches the same profiles. A failing step keeps the request in_progress,
+// audited as request.retry, due again after RetryBackoff doubling to 10
+// minutes, without limit (an erasure must not be given up silently).
+// A step interrupted by shutdown leaves it in_progress; New makes such
+// requests due at once. Every component call must therefore be
+// idempotent, and a deletion notice may be sent twice.
+//
+// When a request finishes, its record keeps keyed hashes of the
+// identities, the profile ids and the times; the identity values and the
+// rectification are dropped.
+//
+// # Callbacks, signatures, exports
+//
+// Each status change writes one callback per status_callback_url into an
+// outbox in the same Pebble batch as the change; one deliverer sends them
+// in order, signed (X-OpenDSR-Signature: base64 ECDSA P-256 ASN.1, or RSA
+// PKCS#1 v1.5, over SHA-256 of the exact body; X-OpenDSR-Processor-Domain:
+// Config.Domain), retried Callbacks.Attempts times with doubling backoff,
+// then given up (counted, audited). Answers to POST/GET/DELETE of requests
+// are signed the same way. The certificate is Config.CertFile, else a
+// self-signed one generated at first start and kept in the store; it is
+// served at /opendsr/certificate.pem, the url discovery names.
+//
+// Access exports are JSON (ExportDoc), portability NDJSON; both hold each
+// Exporter's section, the profile ids, and the person's privacy requests
+// (sharing an identity hash or a profile). They are served at
+// results_url = base/opendsr/results/{random 128-bit token} until
+// ResultsTTL (default 7 days), then 410; an erasure of the same person
+// expires them at once, and expiry compacts the export range.
+//
+// # Key layout (0x30-0x3f are privacy's)
+//
+//	0x30 | seq (8 BE)             → audit entry: 1 | seq | prev hash (32) | time ns (8 BE)
+//	                                 | actor, action, target, outcome (uvarint len | bytes)
+//	                                 | SHA-256 of everything before it (32)
+//	0x31 | request uuid (16)      → 1 | JSON record
+//	0x32                          → audit head: last seq (8 BE) | its hash
+//	0x33 | identity hash (16)     → request uuid: identities of unfinished requests
+//	0x34 | token (16)             → expires ns (8 BE) | format | uuid (16) | body
+//	                                 (no body once expired: a tombstone, 410)
+//	0x35                          → signing key (PKCS#8) and certificate
+//	0x36 | due ns (8 BE) | uuid   → empty: the work queue (pending, in_progress)
+//	0x37 | expires ns | token     → empty: export expiry queue
+//	0x38 | seq (8 BE)             → callback outbox entry (JSON)
+//
+// Identity hashes and audit targets are HMAC-SHA256 under the key given
+// to NewAudit (domain-separated), truncated to 16 bytes.
+//
+// # Invariants
+//
+//   - The audit chain: entry n holds the hash of entry n-1; the head names
+//     the last entry. Verify fails on any changed byte, removed entry
+//     (first, middle or last) or swapped pair, naming the seq.
+//   - A state change, its queue move, its index change, its callbacks and
+//     its audit entry commit in one synced Pebble batch.
+//   - A request is queued (0x36) iff it is pending or in_progress; its
+//     identities are in 0x33 iff it is unfinished.
+//   - No identity value reaches the audit trail or the logs: targets are
+//     keyed hashes, logs carry request ids and step names.
+//
+// # Metrics
+//
+//	cdp_privacy_requests_total{type,status}   status changes
+//	cdp_privacy_request_seconds{type}         submission to completed
+//	cdp_privacy_step_errors_total{step}       failed steps (retried)
+//	cdp_privacy_callbacks_total{result}       delivered, retried, failed
+//	cdp_privacy_audit_entries_total, cdp_privacy_audit_errors_total
+//
+// # Not yet
+//
+// Retention (automatic erasure of inactive profiles), the CLI, the
+// OpenGDPR v1 route aliases (spec 10.1), a request index by identity hash
+// for exports (they scan all requests), and the end-to-end erasure test
+// and benchmarks, which need the cmd/ wiring.
+package privacy
