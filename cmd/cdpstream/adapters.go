@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -87,13 +86,4 @@ func (a *audienceRecords) Process(ctx context.Context, b *engine.Batch) error {
 	a.pending = nil
 	a.mu.Unlock()
 	return nil
-}
-
-// logAuditor writes the audit entries of API calls that touch personal
-// data to the log until the hash-chained audit trail exists. Targets are
-// opaque keyed hashes or profile ids, never personal data.
-type logAuditor struct{ log *slog.Logger }
-
-func (l logAuditor) Audit(_ context.Context, e engine.Entry) {
-	l.log.Info("audit", "token", e.TokenID, "action", e.Action, "target", e.Target, "outcome", e.Outcome)
 }

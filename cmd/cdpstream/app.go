@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"github.com/cdpstream/cdpstream/engine/sink"
 	"github.com/cdpstream/cdpstream/identity"
 	"github.com/cdpstream/cdpstream/ingest"
+	"github.com/cdpstream/cdpstream/privacy"
 	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/segments/audience"
 )
@@ -40,6 +43,20 @@ type app struct {
 	consent *segments.Consent // nil when no purpose catalogue is configured
 	aud     *audienceRecords
 	auth    *engine.Auth
+	audit   *privacy.Audit
+}
+
+// auditKey derives the key of the audit trail's target hashes from the
+// identity secret, so no second secret needs managing and the key never
+// sits in the store.
+func auditKey(cfg *Config) []byte {
+	secret := cfg.Identity.Secret
+	if secret == "" {
+		secret = os.Getenv(cfg.Identity.SecretEnv)
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("cdpstream audit target key v1"))
+	return m.Sum(nil)
 }
 
 // stateDir is where the instance's Pebble store lives inside data_dir.
@@ -166,7 +183,13 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 			a.srv.AddReadyCheck("sink:"+s.Name(), p.Ping)
 		}
 	}
-	a.auth, err = engine.NewAuth(cfg.HTTP.Auth, engine.WithAuditor(logAuditor{log}))
+	// Every API call that reads or changes personal data goes into the
+	// hash-chained audit trail (cdpstream audit verify walks it).
+	a.audit, err = privacy.NewAudit(a.db, auditKey(cfg), privacy.WithAuditRegisterer(a.reg))
+	if err != nil {
+		return a, err
+	}
+	a.auth, err = engine.NewAuth(cfg.HTTP.Auth, engine.WithAuditor(a.audit))
 	if err != nil {
 		return a, err
 	}

@@ -10,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // TestProfileCommands runs the pipeline on a pipe (a file source on
@@ -17,7 +21,7 @@ import (
 // the profile commands against the live HTTP API over a real socket.
 func TestProfileCommands(t *testing.T) {
 	dir := t.TempDir()
-	cfg, err := parseConfig([]byte(`
+	cfgText := []byte(`
 data_dir: ` + dir + `
 log: {level: warn}
 source: {file: {path: "-"}}
@@ -26,7 +30,8 @@ sinks: [{name: out, consent: {}, file: {path: ` + filepath.Join(dir, "out.ndjson
 dead_letter: {file: {path: ` + filepath.Join(dir, "dead.ndjson") + `}}
 http: {addr: "127.0.0.1:0"}
 identity: {secret: test-secret}
-`))
+`)
+	cfg, err := parseConfig(cfgText)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +105,51 @@ identity: {secret: test-secret}
 		t.Fatal(err)
 	}
 	if err := a.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Each of those six requests touched personal data: each is in the
+	// hash-chained audit trail, which verifies, and fails once altered.
+	cfgPath := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(cfgPath, cfgText, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := cli([]string{"audit", "verify", "-config", cfgPath}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), "audit trail intact: 6 entries") {
+		t.Fatalf("audit verify: exit %d: %s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := cli([]string{"audit", "list", "-config", cfgPath}, nil, &out, &errb); code != 0 || strings.Contains(out.String(), "ada") || !strings.Contains(out.String(), "POST /v1/profiles/split") {
+		t.Fatalf("audit list: exit %d:\n%s", code, out.String())
+	}
+	tamperAuditEntry(t, stateDir(dir))
+	errb.Reset()
+	if code := cli([]string{"audit", "verify", "-config", cfgPath}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), "audit") {
+		t.Fatalf("audit verify after tampering: exit %d: %s", code, errb.String())
+	}
+}
+
+// tamperAuditEntry flips one byte in the value of the second audit entry
+// (key family 0x30).
+func tamperAuditEntry(t *testing.T, dir string) {
+	t.Helper()
+	db, err := engine.OpenStore(dir, engine.StoreConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{0x30}, UpperBound: []byte{0x31}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it.First()
+	if !it.Next() {
+		t.Fatal("fewer than two audit entries")
+	}
+	k, v := bytes.Clone(it.Key()), bytes.Clone(it.Value())
+	it.Close()
+	v[len(v)/2] ^= 1
+	if err := db.Set(k, v, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 }
