@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -10,6 +12,7 @@ import (
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/engine/sink"
 	"github.com/cdpstream/cdpstream/identity"
+	"github.com/cdpstream/cdpstream/privacy"
 	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/segments/audience"
 )
@@ -86,4 +89,131 @@ func (a *audienceRecords) Process(ctx context.Context, b *engine.Batch) error {
 	a.pending = nil
 	a.mu.Unlock()
 	return nil
+}
+
+// opendsrTypes maps OpenDSR identity types to identity graph types.
+var opendsrTypes = map[string]string{
+	"controller_customer_id":   identity.TypeUserID,
+	"email":                    identity.TypeEmail,
+	"android_advertising_id":   identity.TypeAdvertisingID,
+	"ios_advertising_id":       identity.TypeAdvertisingID,
+	"fire_advertising_id":      identity.TypeAdvertisingID,
+	"roku_advertising_id":      identity.TypeAdvertisingID,
+	"microsoft_advertising_id": identity.TypeAdvertisingID,
+	"android_id":               identity.TypeDeviceID,
+	"ios_vendor_id":            identity.TypeDeviceID,
+	"roku_publisher_id":        identity.TypeDeviceID,
+	"microsoft_publisher_id":   identity.TypeDeviceID,
+}
+
+// opendsrIdentityTypes lists the OpenDSR identity types cdpstream can
+// resolve (privacy.Config.IdentityTypes).
+func opendsrIdentityTypes() []string {
+	out := make([]string, 0, len(opendsrTypes))
+	for t := range opendsrTypes {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// subjects resolves privacy-request identities through the identity graph.
+type subjects struct{ g *identity.Graph }
+
+func (s subjects) Resolve(_ context.Context, ids []privacy.Identity) ([]uint32, error) {
+	var out []uint32
+	for _, id := range ids {
+		if id.Format == "sha256" {
+			// The graph keys identifiers by HMAC, not by SHA-256: a hashed
+			// identity cannot be looked up. Failing (the request is retried
+			// and stays visible) is better than finding nothing.
+			return nil, fmt.Errorf("identity_format sha256 (%s) is not supported yet: submit raw identities", id.Type)
+		}
+		typ, ok := opendsrTypes[id.Type]
+		if !ok {
+			return nil, fmt.Errorf("identity_type %q has no identifier type", id.Type)
+		}
+		v, err := s.g.Lookup(typ, id.Value)
+		switch {
+		case errors.Is(err, identity.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, err
+		}
+		out = append(out, v.ProfileID)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// identityExporter exports every identifier and the merge history.
+type identityExporter struct{ g *identity.Graph }
+
+func (identityExporter) Name() string { return "identity" }
+func (e identityExporter) Export(_ context.Context, s privacy.Subject) (any, error) {
+	var out []identity.ProfileView
+	for _, pid := range s.Profiles {
+		v, err := e.g.Profile(pid)
+		if err != nil {
+			if errors.Is(err, identity.ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// consentExporter exports the consent state per purpose.
+type consentExporter struct{ c *segments.Consent }
+
+func (consentExporter) Name() string { return "consent" }
+func (e consentExporter) Export(_ context.Context, s privacy.Subject) (any, error) {
+	out := make([]segments.ProfileView, 0, len(s.Profiles))
+	for _, pid := range s.Profiles {
+		out = append(out, e.c.View(pid))
+	}
+	return out, nil
+}
+
+// audienceExporter exports audience memberships.
+type audienceExporter struct{ s *audience.Store }
+
+func (audienceExporter) Name() string { return "audiences" }
+func (e audienceExporter) Export(_ context.Context, s privacy.Subject) (any, error) {
+	type membership struct {
+		ProfileID uint32   `json:"profile_id"`
+		Audiences []string `json:"audiences"`
+	}
+	infos := e.s.List()
+	out := make([]membership, 0, len(s.Profiles))
+	for _, pid := range s.Profiles {
+		m := membership{ProfileID: pid, Audiences: []string{}}
+		for _, in := range infos {
+			ok, err := e.s.Contains(in.ID, pid)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				m.Audiences = append(m.Audiences, in.ID)
+			}
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// suppressor suppresses through the consent stage's suppression set: every
+// sink policy drops the profile's events (reason "suppressed"), for the
+// profile's current and future events, since its identifiers keep
+// resolving to it.
+type suppressor struct{ c *segments.Consent }
+
+func (p suppressor) Suppress(_ context.Context, s privacy.Subject) error {
+	return p.c.Suppress(s.Profiles...)
+}
+
+func (p suppressor) Unsuppress(_ context.Context, s privacy.Subject) error {
+	return p.c.Unsuppress(s.Profiles...)
 }

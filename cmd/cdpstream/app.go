@@ -44,6 +44,7 @@ type app struct {
 	aud     *audienceRecords
 	auth    *engine.Auth
 	audit   *privacy.Audit
+	dsr     *privacy.Service
 }
 
 // auditKey derives the key of the audit trail's target hashes from the
@@ -207,6 +208,21 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		a.srv.Handle("GET /v1/consent/explain", a.auth.RequirePersonal(engine.ScopeProfilesRead, h))
 	}
 	audience.Mount(a.srv, a.aud.Routes(resolver{a.graph}), a.auth)
+
+	// Privacy requests: access and portability export what identity,
+	// consent and audiences hold; suppress/unsuppress use the consent
+	// stage's suppression set. Erasure and rectification have no workers
+	// yet, so the API refuses them and discovery does not list them.
+	work := privacy.Work{Subjects: subjects{a.graph},
+		Exporters: []privacy.Exporter{identityExporter{a.graph}, audienceExporter{a.aud.Store}}}
+	if a.consent != nil {
+		work.Exporters = append(work.Exporters, consentExporter{a.consent})
+		work.Suppressor = suppressor{a.consent}
+	}
+	if a.dsr, err = privacy.New(cfg.Privacy, a.db, a.audit, work, privacy.WithLogger(log), privacy.WithRegisterer(a.reg)); err != nil {
+		return a, err
+	}
+	privacy.Mount(a.srv, a.dsr.Routes(), a.auth)
 	return a, nil
 }
 
@@ -221,6 +237,14 @@ func (a *app) run(ctx context.Context) error {
 	go func() { srvErr <- a.srv.Serve(srvCtx) }()
 	a.log.Info("pipeline starting", "http", a.srv.Addr(), "sinks", len(a.sinks))
 	go a.sweep(srvCtx)
+	dsrDone := make(chan struct{})
+	go func() {
+		defer close(dsrDone)
+		if err := a.dsr.Run(srvCtx); err != nil && srvCtx.Err() == nil {
+			a.log.Error("privacy request processor stopped", "err", err)
+		}
+	}()
+	defer func() { <-dsrDone }()
 	err := a.runner.Run(ctx)
 	stopSrv()
 	if serr := <-srvErr; serr != nil && err == nil {

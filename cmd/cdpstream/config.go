@@ -12,6 +12,7 @@ import (
 	"github.com/cdpstream/cdpstream/engine/sink"
 	"github.com/cdpstream/cdpstream/identity"
 	"github.com/cdpstream/cdpstream/ingest"
+	"github.com/cdpstream/cdpstream/privacy"
 	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/segments/audience"
 )
@@ -44,8 +45,10 @@ type Config struct {
 	Consent segments.Config `yaml:"consent"`
 	// Audiences tunes the audience store; audiences themselves are
 	// defined over the HTTP API (or `cdpstream audience create`).
-	Audiences audience.Config     `yaml:"audiences"`
-	HTTP      engine.ServerConfig `yaml:"http"`
+	Audiences audience.Config `yaml:"audiences"`
+	// Privacy configures data subject requests (OpenDSR API).
+	Privacy privacy.Config      `yaml:"privacy"`
+	HTTP    engine.ServerConfig `yaml:"http"`
 }
 
 // sinkConfig is one sink as the config file has it: the sink itself
@@ -123,6 +126,10 @@ func (c *Config) defaults() {
 	c.DeadLetter.Defaults()
 	c.Identity.Defaults()
 	c.Audiences.Defaults()
+	if c.Privacy.IdentityTypes == nil {
+		c.Privacy.IdentityTypes = opendsrIdentityTypes()
+	}
+	c.Privacy.Defaults()
 	c.HTTP.Defaults()
 }
 
@@ -221,6 +228,14 @@ func (c *Config) validate() error {
 	}
 	if err := c.Audiences.Validate(); err != nil {
 		return fmt.Errorf("audiences.%w", err)
+	}
+	if err := c.Privacy.Validate(); err != nil {
+		return fmt.Errorf("privacy.%w", err)
+	}
+	for i, t := range c.Privacy.IdentityTypes {
+		if _, ok := opendsrTypes[t]; !ok {
+			return fmt.Errorf("privacy.identity_types[%d]: %q cannot be resolved (known: %v)", i, t, opendsrIdentityTypes())
+		}
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		return fmt.Errorf("http.%w", err)

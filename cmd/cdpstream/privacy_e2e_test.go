@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cdpstream/cdpstream/engine"
+)
+
+// TestPrivacyRequests drives OpenDSR requests against the live pipeline:
+// an access request exports what the graph, consent and audiences hold;
+// a suppress request makes every sink drop the person's later events; an
+// erasure is refused (no erasure workers yet) rather than faked.
+func TestPrivacyRequests(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.ndjson")
+	const token = "dpo-token"
+	cfg, err := parseConfig(fmt.Appendf(nil, `
+data_dir: %s
+log: {level: error}
+source: {file: {path: "-"}}
+batch: {max_age: 10ms}
+identity: {secret: test-secret}
+consent: {purposes: [{name: analytics, bit: 0, default: granted}]}
+sinks: [{name: out, consent: {}, file: {path: %s}}]
+dead_letter: {file: {path: %s}}
+privacy: {poll_interval: 10ms}
+http:
+  addr: "127.0.0.1:0"
+  auth: {tokens: [{id: dpo, hash: %s, scopes: [privacy:write]}]}
+`, dir, out, filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	a, err := build(cfg, newLogger(cfg, os.Stderr), pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.run(t.Context()) }()
+	send := func(lines ...string) {
+		t.Helper()
+		before := a.runner.Stats().Received
+		if _, err := io.WriteString(pw, strings.Join(lines, "\n")+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, func() bool {
+			st := a.runner.Stats()
+			return st.Received >= before+uint64(len(lines)) && st.Committed == st.Batches
+		})
+	}
+	send(`{"type":"identify","userId":"cust-123","anonymousId":"a-1","messageId":"1","traits":{"email":"jane@example.com"}}`,
+		`{"type":"track","event":"Viewed","userId":"someone-else","messageId":"2"}`)
+
+	base := "http://" + a.srv.Addr()
+	call := func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&v)
+		return resp.StatusCode, v
+	}
+	request := func(id, typ string) string {
+		return fmt.Sprintf(`{"regulation":"gdpr","subject_request_id":%q,"subject_request_type":%q,"submitted_time":"2026-11-23T10:00:00Z",
+			"subject_identities":[{"identity_type":"controller_customer_id","identity_value":"cust-123","identity_format":"raw"}],"api_version":"2.0"}`, id, typ)
+	}
+	completed := func(id string) map[string]any {
+		var v map[string]any
+		waitUntil(t, func() bool {
+			_, v = call("GET", "/opendsr/requests/"+id, "")
+			return v["request_status"] == "completed"
+		})
+		return v
+	}
+
+	// Access: the export holds the person's identifiers, in plain text
+	// (it is their own data), and nothing of the other person.
+	if code, v := call("POST", "/opendsr/requests", request("0f8fad5b-d9cb-469f-a165-70867728950e", "access")); code != http.StatusCreated {
+		t.Fatalf("access request: %d %v", code, v)
+	}
+	st := completed("0f8fad5b-d9cb-469f-a165-70867728950e")
+	url, _ := st["results_url"].(string)
+	if url == "" {
+		t.Fatalf("completed access request without results_url: %v", st)
+	}
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token) // exports are personal data
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	export, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(export), "jane@example.com") || !strings.Contains(string(export), "cust-123") || strings.Contains(string(export), "someone-else") {
+		t.Fatalf("export: %d %s", resp.StatusCode, export)
+	}
+
+	// Erasure has no workers yet: refused at submission, not faked.
+	if code, v := call("POST", "/opendsr/requests", request("7d444840-9dc0-11d1-b245-5ffdce74fad2", "erasure")); code != http.StatusBadRequest {
+		t.Fatalf("erasure request: %d %v, want 400 until erasure is built", code, v)
+	}
+
+	// Suppress: the person's later events are dropped for every sink.
+	if code, v := call("POST", "/opendsr/requests", request("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "suppress")); code != http.StatusCreated {
+		t.Fatalf("suppress request: %d %v", code, v)
+	}
+	completed("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+	send(`{"type":"track","event":"Viewed","userId":"cust-123","messageId":"3"}`,
+		`{"type":"track","event":"Viewed","userId":"someone-else","messageId":"4"}`)
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, line := range splitLines(data) {
+		ids = append(ids, messageID(t, line))
+	}
+	if strings.Join(ids, ",") != "1,2,4" {
+		t.Fatalf("sink received %v; want the suppressed person's event 3 dropped", ids)
+	}
+	if st := a.runner.Stats(); st.Dropped[0] != 1 {
+		t.Fatalf("dropped = %d, want 1 (suppressed)", st.Dropped[0])
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := a.close(); err != nil {
+		t.Fatal(err)
+	}
+}
