@@ -1,6 +1,9 @@
 package privacy
 
-import "context"
+import (
+	"context"
+	"slices"
+)
 
 // The work of a request goes through these interfaces; cmd/ adapts the
 // identity graph, the consent stage, the audience store and the sinks to
@@ -73,9 +76,16 @@ type Work struct {
 	Exporters  []Exporter
 	Notifiers  []DeletionNotifier
 	Rectifier  Rectifier
+	// Disabled lists request types refused although their components
+	// exist: e.g. erasure_suppress when the Suppressor keys suppression by
+	// profile id, which the erasure removes.
+	Disabled []string
 }
 
 func (w Work) supports(typ string) bool {
+	if slices.Contains(w.Disabled, typ) {
+		return false
+	}
 	switch typ {
 	case TypeErasure:
 		return len(w.Erasers) > 0
