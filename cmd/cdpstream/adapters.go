@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/RoaringBitmap/roaring/v2"
 
@@ -216,4 +217,42 @@ func (p suppressor) Suppress(_ context.Context, s privacy.Subject) error {
 
 func (p suppressor) Unsuppress(_ context.Context, s privacy.Subject) error {
 	return p.c.Unsuppress(s.Profiles...)
+}
+
+// deletionNotifier sends a deletion notice to every sink that lists
+// records: [deletion], with every identifier of the erased profiles (the
+// sinks received the events that carried them). It runs before the
+// erasers, while the identifiers can still be read, and writes to the
+// sinks directly: a notice is not part of any input batch.
+type deletionNotifier struct {
+	g     *identity.Graph
+	sinks []engine.Sink
+	now   func() time.Time
+}
+
+func (n deletionNotifier) NotifyDeletion(ctx context.Context, requestID string, s privacy.Subject) error {
+	var ids []sink.Identifier
+	for _, pid := range s.Profiles {
+		v, err := n.g.Profile(pid)
+		if errors.Is(err, identity.ErrNotFound) {
+			continue // erased by an earlier attempt: the notice went out then
+		}
+		if err != nil {
+			return err
+		}
+		for _, id := range v.Identifiers {
+			ids = append(ids, sink.Identifier{Type: id.Type, Value: id.Value})
+		}
+	}
+	rec := sink.DeletionRecord(requestID, s.Profiles, ids, n.now())
+	for _, sk := range n.sinks {
+		rs, ok := sk.(engine.RecordSink)
+		if !ok || !rs.WantsRecord(sink.RecordDeletion) {
+			continue
+		}
+		if err := rs.WriteRecords(ctx, []engine.Record{rec}); err != nil {
+			return fmt.Errorf("deletion notice to sink %s: %w", sk.Name(), err)
+		}
+	}
+	return nil
 }

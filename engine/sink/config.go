@@ -34,7 +34,8 @@ type Config struct {
 	// makes a sink for control records only (see Records).
 	Events *bool `yaml:"events,omitempty"`
 	// Records lists the control records the sink receives besides events:
-	// "merge" (profile merges, for re-keying downstream). Default none.
+	// "merge" (profile merges, for re-keying downstream), "audience"
+	// (audience entries and exits), "deletion" (erasure notices). Default none.
 	// Kafka, NDJSON and stdout sinks can carry them.
 	Records []string      `yaml:"records,omitempty"`
 	Kafka   *KafkaConfig  `yaml:"kafka,omitempty"`

@@ -26,11 +26,15 @@ const (
 	// RecordAudience: {"type":"audience","audience":"vip","version":2,
 	// "profile_id":7,"entered":true,"time":"...","cause":"event"}.
 	RecordAudience = "audience"
+	// RecordDeletion: {"type":"deletion","request_id":"...",
+	// "profile_ids":[7],"identifiers":[{"type":"email","value":"..."}],
+	// "time":"..."}: a person was erased; delete what you hold about them.
+	RecordDeletion = "deletion"
 	// HeaderRecordType names the control record type on Kafka.
 	HeaderRecordType = "cdp-record-type"
 )
 
-var recordTypes = []string{RecordMerge, RecordAudience}
+var recordTypes = []string{RecordMerge, RecordAudience, RecordDeletion}
 
 // Record is one control record: Type, a Kafka key and the JSON value.
 type Record = engine.Record
@@ -205,4 +209,32 @@ type audienceJSON struct {
 func AudienceRecord(aud string, version, profileID uint32, entered bool, at time.Time, cause string) Record {
 	v, _ := json.Marshal(audienceJSON{Type: RecordAudience, Audience: aud, Version: version, ProfileID: profileID, Entered: entered, Time: at.UTC(), Cause: cause})
 	return Record{Type: RecordAudience, Key: []byte(strconv.FormatUint(uint64(profileID), 10)), Value: v}
+}
+
+// Identifier is one identifier named in a deletion notice.
+type Identifier struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+type deletionJSON struct {
+	Type        string       `json:"type"`
+	RequestID   string       `json:"request_id"`
+	ProfileIDs  []uint32     `json:"profile_ids"`
+	Identifiers []Identifier `json:"identifiers"`
+	Time        time.Time    `json:"time"`
+}
+
+// DeletionRecord encodes a deletion notice, keyed by the first profile id
+// (so it follows the person's events on a keyed topic).
+func DeletionRecord(requestID string, pids []uint32, ids []Identifier, at time.Time) Record {
+	if ids == nil {
+		ids = []Identifier{}
+	}
+	v, _ := json.Marshal(deletionJSON{Type: RecordDeletion, RequestID: requestID, ProfileIDs: pids, Identifiers: ids, Time: at.UTC()})
+	var key []byte
+	if len(pids) > 0 {
+		key = []byte(strconv.FormatUint(uint64(pids[0]), 10))
+	}
+	return Record{Type: RecordDeletion, Key: key, Value: v}
 }
