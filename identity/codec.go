@@ -20,6 +20,7 @@ const (
 
 	metaCounters byte = 0x01 // → v1 | uvarint next profile id | uvarint next log seq
 	metaSecret   byte = 0x02 // → HMAC(secret, secretCheck)[:16]
+	metaCompact  byte = 0x03 // → v1 | uvarint n | n × (uvarint len | key): erased keys still to compact
 
 	valueV1 byte = 1
 )
@@ -243,10 +244,21 @@ type LogEntry struct {
 	// was refused ("limit:user_id", "unique:user_id", "apart",
 	// "cap_merges", "cap_identifiers"), or who asked for a split or removal.
 	Rule string
+	// Erased marks a tombstone: a profile it named was erased, so the
+	// erased ids are gone from Survivor (0) and Merged, and MessageID and
+	// Rule are empty. Seq, Kind and Time are kept.
+	Erased bool
 }
 
+// logErased is set in the stored kind byte of a tombstone.
+const logErased byte = 0x80
+
 func appendLogEntry(dst []byte, e *LogEntry) []byte {
-	dst = append(dst, valueV1, byte(e.Kind))
+	k := byte(e.Kind)
+	if e.Erased {
+		k |= logErased
+	}
+	dst = append(dst, valueV1, k)
 	dst = binary.AppendVarint(dst, e.Time)
 	dst = binary.AppendUvarint(dst, uint64(e.Survivor))
 	dst = binary.AppendUvarint(dst, uint64(len(e.Merged)))
@@ -260,10 +272,10 @@ func appendLogEntry(dst []byte, e *LogEntry) []byte {
 }
 
 func decodeLogEntry(seq uint64, v []byte) (LogEntry, error) {
-	if len(v) < 2 || v[0] != valueV1 || v[1] == 0 || int(v[1]) >= len(logKindNames) {
+	if len(v) < 2 || v[0] != valueV1 || v[1]&^logErased == 0 || int(v[1]&^logErased) >= len(logKindNames) {
 		return LogEntry{}, corrupt("log entry header")
 	}
-	e := LogEntry{Seq: seq, Kind: LogKind(v[1])}
+	e := LogEntry{Seq: seq, Kind: LogKind(v[1] &^ logErased), Erased: v[1]&logErased != 0}
 	d := decoder{b: v[2:]}
 	e.Time = d.varint()
 	e.Survivor = d.u32()

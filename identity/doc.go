@@ -8,10 +8,11 @@
 //     window, unique, blocked values exact and regex), caps, cache size, and
 //     the HMAC secret (from config or an environment variable).
 //   - Graph (New): the graph over a *pebble.DB the caller owns. Lookup,
-//     Profile, Log, RemoveIdentifier, Split, Apply, Check, Routes/Handler.
+//     Profile, Log, RemoveIdentifier, Split, Erase, Apply, Check,
+//     Routes/Handler.
 //   - Stage (NewStage): the engine.Stage that resolves a batch.
 //   - Op and Apply: every change is an Op (create, link, touch, merge,
-//     refuse, remove, split). Ops are deterministic: the same Ops applied
+//     refuse, remove, split, erase). Ops are deterministic: the same Ops applied
 //     in the same order to the same graph give the same graph, byte for
 //     byte (TestOpsReplay). The Stage decides Ops from events and applies
 //     them; txn.apply is the only code that mutates the graph. OnCommit
@@ -69,6 +70,8 @@
 //
 //	0x10 0x01                 → v | uvarint next profile id | uvarint next log seq
 //	0x10 0x02                 → HMAC(secret, check string)[:16]; New refuses another secret
+//	0x10 0x03                 → v | uvarint n, n × (uvarint len, key): erased keys not yet
+//	                              compacted (sorted; absent when none)
 //	0x11 | hmac16             → v | uvarint profile id
 //	0x12 | profile id (4 BE)  → v | 0 (live) | varint created (unix s)
 //	                              | uvarint n, n × (uvarint merged id, uvarint parent)
@@ -76,7 +79,7 @@
 //	                              | uvarint n, n × (uvarint type id, uvarint origin,
 //	                                  varint first seen, uvarint last-first, uvarint len, value)
 //	                          → v | 1 (redirect) | uvarint survivor
-//	0x13 | seq (8 BE)         → v | kind | varint time (unix µs) | uvarint survivor
+//	0x13 | seq (8 BE)         → v | kind (| 0x80: tombstone) | varint time (unix µs) | uvarint survivor
 //	                              | uvarint n, n × uvarint merged | uvarint len, message id
 //	                              | uvarint len, rule
 //	0x14 | profile id | seq   → empty: the merge-log entries naming a profile
@@ -88,6 +91,62 @@
 // them (masked) and split and removal recompute keys from them; a later
 // issue encrypts profile records with a per-profile key so erasure can
 // crypto-shred them.
+//
+// # Erasure
+//
+// Graph.Erase(ctx, pids) erases live profiles for a data subject request
+// (the privacy processor's "identity" Eraser). It does not follow
+// redirects: a merged id is erased only with its survivor (both in pids);
+// alone it is ErrOpConflict and nothing is erased, since the person's
+// identifiers now live in the survivor. Unknown and already erased ids are
+// no-ops, so Erase is idempotent. For each profile, one OpErase (Profile,
+// Time; no values) goes through txn.apply like every change, and all of a
+// call's ops commit in one synced batch, reaching OnCommit hooks:
+//
+//   - 0x11: every identifier key of the profile is deleted (the record
+//     lists them all, those of merged profiles included).
+//   - 0x12: the profile record and the redirect records of every profile
+//     merged into it are deleted; caches drop them (the identifier cache
+//     keeps a negative entry: no value).
+//   - 0x13/0x14: every merge-log entry naming one of those ids is
+//     rewritten as a tombstone (LogEntry.Erased): seq, kind and time stay;
+//     message id and rule are emptied; erased ids leave Survivor (0) and
+//     Merged. Their 0x14 keys are deleted; the keys of other profiles stay.
+//     Tombstones rather than deletion because the log is read by seq
+//     (Log(from, limit), the identity log) and the history of a profile
+//     that was not erased may share an entry with the erased one (a refused
+//     merge, a split): it keeps the entry without the other person's id,
+//     and counts of merges and refusals over time stay true.
+//   - Profile ids are not reused (the counter does not move back): an
+//     event with an erased identifier later makes a new profile, new id.
+//   - Not touched: apart lists of other profiles may still name an erased
+//     id (a number no key or record resolves any more; it constrains
+//     nothing), and Ops already published to an identity log keep the
+//     values they carried (that log's retention is its issue's concern).
+//
+// The batch also records the keys it erased under 0x10 0x03. After the
+// commit, without the Graph's lock, Erase flushes Pebble (the memtable
+// and the WAL files holding the old values become obsolete) and compacts
+// each recorded key through every level, so no SST keeps the old values;
+// then it removes those keys from the record. A call interrupted before
+// that (crash, cancelled ctx) leaves them recorded, and the next Erase —
+// the privacy step's retry, even when nothing is left to erase — or Apply
+// of an OpErase finishes the compaction. Pebble deletes obsolete files in
+// the background, moments after the compaction.
+//
+// WAL files: Pebble v1.1.5 does not delete an obsolete WAL by default. It
+// keeps up to MemTableStopWritesThreshold+1 of them for recycling, and a
+// recycled WAL is overwritten from its start, so its tail keeps older
+// records: with default options erased values stay readable in *.log files
+// (TestEraseRecycledWAL shows it). Pebble turns recycling off when
+// Options.Cleaner implements its NeedsFileContents marker; a cleaner that
+// embeds pebble.DeleteCleaner and, one level deeper, pebble.ArchiveCleaner
+// (for the marker only) deletes obsolete WALs instead (eraseCleaner in
+// erase_test.go; TestEraseOnDisk then finds no erased value in any file).
+// The store must be opened with such a cleaner (engine.OpenStore) for
+// erasure to reach the WAL; the cost is a new WAL file per memtable.
+// Deleted files may still sit in free blocks of the file system; the
+// per-profile encryption of a later issue (crypto-shredding) covers that.
 //
 // # Invariants (checked by Graph.Check, after every step of the golden tests)
 //
@@ -120,6 +179,7 @@
 //	cdp_identity_profiles_created_total
 //	cdp_identity_identifiers_added_total
 //	cdp_identity_demotions_total
+//	cdp_identity_erased_total                    live profiles erased (with what was merged into them)
 //	cdp_identity_ops_total{kind}
 //	cdp_identity_cache_hits_total{cache}, cdp_identity_cache_misses_total{cache}   identifier, profile
 //	cdp_identity_cache_bytes{cache}

@@ -64,6 +64,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(appendProfile(nil, p))
 	f.Add(appendProfile(nil, &profile{id: 3, redirect: 1}))
 	f.Add(appendLogEntry(nil, &LogEntry{Kind: LogMerge, Time: 1, Survivor: 1, Merged: []uint32{2, 3}, MessageID: "m", Rule: "event:email"}))
+	f.Add(appendLogEntry(nil, &LogEntry{Kind: LogRefused, Time: 1, Merged: []uint32{3}, Erased: true}))
 	f.Add(appendIdentValue(nil, identEntry{42, 1700000000}))
 	f.Add(appendCounters(nil, 5, 9))
 	f.Add([]byte{1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})

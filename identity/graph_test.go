@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,6 +21,8 @@ import (
 //	                    prints each event's profile, the merges, the graph
 //	remove type=T value=V
 //	split profile=N
+//	erase profiles=(N,M)  Graph.Erase of the profiles
+//	lookup type=T value=V the profile holding an identifier
 //	restart             closes and reopens the store
 //	graph               prints the graph
 //	metrics             prints the non-zero counters
@@ -73,6 +76,32 @@ func TestScenarios(t *testing.T) {
 					return "error: " + err.Error()
 				}
 				return tg.dump()
+			case "erase":
+				// erase profiles=(1,2): Graph.Erase, then the graph.
+				var ids []uint32
+				for _, a := range d.CmdArgs {
+					for _, v := range a.Vals {
+						n, err := strconv.ParseUint(v, 10, 32)
+						if err != nil {
+							d.Fatalf(t, "bad profile id %q", v)
+						}
+						ids = append(ids, uint32(n))
+					}
+				}
+				if err := tg.g.Erase(t.Context(), ids); err != nil {
+					return "error: " + err.Error()
+				}
+				return tg.dump()
+			case "lookup":
+				// lookup type=T value=V: the profile holding it.
+				var typ, val string
+				d.ScanArgs(t, "type", &typ)
+				d.ScanArgs(t, "value", &val)
+				v, err := tg.g.Lookup(typ, val)
+				if err != nil {
+					return "error: " + err.Error() + "\n"
+				}
+				return fmt.Sprintf("profile %d\n", v.ProfileID)
 			case "restart":
 				tg.restart()
 				return tg.dump()

@@ -149,6 +149,7 @@ type testGraph struct {
 	reg   *prometheus.Registry
 	off   int64
 	clock time.Time
+	opts  func(testing.TB) *pebble.Options // nil: pebbleOptions
 }
 
 func testConfig() Config {
@@ -165,7 +166,11 @@ func newTestGraph(t testing.TB, cfg Config) *testGraph {
 
 func (tg *testGraph) open() {
 	tg.t.Helper()
-	db, err := pebble.Open(tg.dir, pebbleOptions(tg.t))
+	opts := pebbleOptions
+	if tg.opts != nil {
+		opts = tg.opts
+	}
+	db, err := pebble.Open(tg.dir, opts(tg.t))
 	if err != nil {
 		tg.t.Fatal(err)
 	}
@@ -274,6 +279,9 @@ func formatLog(e LogEntry) string {
 	if e.MessageID != "" {
 		s += " msg " + e.MessageID
 	}
+	if e.Erased {
+		return s + " erased"
+	}
 	return s + " rule " + e.Rule
 }
 
@@ -289,7 +297,8 @@ func (tg *testGraph) metricsText() string {
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case "cdp_identity_refused_total", "cdp_identity_values_dropped_total", "cdp_identity_merges_total",
-			"cdp_identity_profiles_created_total", "cdp_identity_demotions_total", "cdp_identity_events_total":
+			"cdp_identity_profiles_created_total", "cdp_identity_demotions_total", "cdp_identity_events_total",
+			"cdp_identity_erased_total":
 		default:
 			continue
 		}

@@ -85,6 +85,7 @@ type historyEntry struct {
 	Merged    []uint32  `json:"merged,omitempty"`
 	MessageID string    `json:"message_id,omitempty"`
 	Rule      string    `json:"rule"`
+	Erased    bool      `json:"erased,omitempty"`
 }
 
 func (g *Graph) serveLookup(w http.ResponseWriter, r *http.Request) {
@@ -123,7 +124,7 @@ func (g *Graph) serveLookup(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, e := range v.History {
 		resp.History = append(resp.History, historyEntry{Seq: e.Seq, Kind: e.Kind.String(), Time: timeOf(e.Time),
-			Survivor: e.Survivor, Merged: e.Merged, MessageID: e.MessageID, Rule: e.Rule})
+			Survivor: e.Survivor, Merged: e.Merged, MessageID: e.MessageID, Rule: e.Rule, Erased: e.Erased})
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	merges      prometheus.Counter
 	created     prometheus.Counter
 	added       prometheus.Counter
+	erased      prometheus.Counter
 	demotions   prometheus.Counter
 	cacheHits   *prometheus.CounterVec // cache
 	cacheMisses *prometheus.CounterVec // cache
@@ -35,6 +36,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Profiles created."}),
 		added: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_identity_identifiers_added_total",
 			Help: "Identifiers added to profiles."}),
+		erased: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_identity_erased_total",
+			Help: "Live profiles erased (each with the profiles merged into it)."}),
 		demotions: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_identity_demotions_total",
 			Help: "Identifiers dropped from matching because a merge would break a rule."}),
 		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_identity_cache_hits_total",
@@ -50,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.refused, m.dropped, m.merges, m.created, m.added,
-		m.demotions, m.cacheHits, m.cacheMisses, m.cacheBytes, m.ops} {
+		m.erased, m.demotions, m.cacheHits, m.cacheMisses, m.cacheBytes, m.ops} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("cannot register identity metrics: %w", err)
 		}

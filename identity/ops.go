@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -38,9 +39,15 @@ const (
 	// profile merged into it; a merged profile (a redirect) is split out of
 	// its survivor together with the profiles merged into it before.
 	OpSplit
+	// OpErase erases the live profile Profile and every profile merged
+	// into it: their identifier keys, profile records and redirects go, and
+	// the merge-log entries naming them become anonymous tombstones (see
+	// erase.go). An unknown or already erased Profile is a no-op; a merged
+	// one (a redirect) is a conflict.
+	OpErase
 )
 
-var opKindNames = [...]string{"", "create", "link", "touch", "merge", "refuse", "remove", "split"}
+var opKindNames = [...]string{"", "create", "link", "touch", "merge", "refuse", "remove", "split", "erase"}
 
 func (k OpKind) String() string {
 	if k > 0 && int(k) < len(opKindNames) {
@@ -80,7 +87,7 @@ type Ident struct {
 type txn struct {
 	g       *Graph
 	ids     map[hash]identEntry // identifiers written (pid 0: removed)
-	profs   map[uint32]*profile
+	profs   map[uint32]*profile // nil: the record is deleted (erased)
 	newType []*typeInfo
 	log     []LogEntry
 	next    uint32
@@ -90,16 +97,23 @@ type txn struct {
 	applied []Op // the ops applied, kept only when the Graph has a commit hook
 	kbuf    []byte
 	vbuf    []byte
+
+	// Erasure (erase.go): committed log entries rewritten as tombstones,
+	// log index keys deleted, and the keys to compact after the commit.
+	rewrite map[uint64]LogEntry
+	dels    [][]byte
+	compact [][]byte
 }
 
 // tally counts what a txn did, for the metrics after commit.
 type tally struct {
-	created, merged, added uint64
-	ops                    [len(opKindNames)]uint64
+	created, merged, added, erased uint64
+	ops                            [len(opKindNames)]uint64
 }
 
 func (g *Graph) newTxn() *txn {
-	return &txn{g: g, ids: make(map[hash]identEntry), profs: make(map[uint32]*profile)}
+	return &txn{g: g, ids: make(map[hash]identEntry), profs: make(map[uint32]*profile),
+		rewrite: make(map[uint64]LogEntry)}
 }
 
 // begin readies tx for a new batch of operations.
@@ -111,6 +125,8 @@ func (tx *txn) begin() {
 	tx.merges = tx.merges[:0]
 	tx.tally = tally{}
 	tx.applied = tx.applied[:0]
+	clear(tx.rewrite)
+	tx.dels, tx.compact = tx.dels[:0], tx.compact[:0]
 	tx.next, tx.seq = tx.g.next, tx.g.seq
 }
 
@@ -268,6 +284,10 @@ func (tx *txn) apply(op *Op) error {
 		}
 	case OpSplit:
 		if err := tx.split(op, ts); err != nil {
+			return err
+		}
+	case OpErase:
+		if err := tx.erase(op); err != nil {
 			return err
 		}
 	default:
@@ -523,6 +543,12 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 	}
 	for id, p := range tx.profs {
 		tx.kbuf = profileKey(tx.kbuf[:0], id)
+		if p == nil {
+			if err := w.Delete(tx.kbuf, nil); err != nil {
+				return fmt.Errorf("cannot stage identity write: %w", err)
+			}
+			continue
+		}
 		tx.vbuf = appendProfile(tx.vbuf[:0], p)
 		if err := set(tx.kbuf, tx.vbuf); err != nil {
 			return err
@@ -536,11 +562,17 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 			return err
 		}
 		for _, id := range append([]uint32{e.Survivor}, e.Merged...) {
+			if id == 0 { // erased in this txn
+				continue
+			}
 			tx.kbuf = logIdxKey(tx.kbuf[:0], id, e.Seq)
 			if err := set(tx.kbuf, nil); err != nil {
 				return err
 			}
 		}
+	}
+	if err := tx.stageErasure(w); err != nil {
+		return err
 	}
 	for i, t := range tx.newType {
 		tx.vbuf = append(tx.vbuf[:0], valueV1)
@@ -573,6 +605,10 @@ func (tx *txn) publish() {
 		g.idc.put(h, e)
 	}
 	for id, p := range tx.profs {
+		if p == nil {
+			g.pc.drop(id)
+			continue
+		}
 		g.pc.put(id, p)
 	}
 	for _, t := range tx.newType {
@@ -587,6 +623,7 @@ func (tx *txn) publish() {
 	m.created.Add(float64(tx.tally.created))
 	m.merges.Add(float64(tx.tally.merged))
 	m.added.Add(float64(tx.tally.added))
+	m.erased.Add(float64(tx.tally.erased))
 	for k, n := range tx.tally.ops {
 		if n > 0 {
 			m.ops.WithLabelValues(OpKind(k).String()).Add(float64(n))
@@ -608,11 +645,16 @@ func (g *Graph) OnCommit(f func(ops []Op)) {
 
 // Apply applies ops in order and commits them in one synced Pebble batch.
 // It is how a replica replays the identity log, and how removal and split
-// are carried out. On error nothing is applied.
+// are carried out. On error nothing is applied. When ops hold an OpErase,
+// Apply then compacts the erased keys as Erase does.
 func (g *Graph) Apply(ops []Op) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.applyLocked(ops)
+	err := g.applyLocked(ops)
+	g.mu.Unlock()
+	if err != nil || !slices.ContainsFunc(ops, func(op Op) bool { return op.Kind == OpErase }) {
+		return err
+	}
+	return g.compactPending(context.Background())
 }
 
 func (g *Graph) applyLocked(ops []Op) error {
