@@ -141,7 +141,8 @@ func OpenStore(dir string, cfg StoreConfig, log *slog.Logger) (*pebble.DB, error
 	}
 	cache := pebble.NewCache(cfg.BlockCacheBytes)
 	defer cache.Unref()
-	opts := &pebble.Options{Cache: cache, MemTableSize: uint64(cfg.MemTableBytes), Logger: pebbleLogger{log}}
+	opts := &pebble.Options{Cache: cache, MemTableSize: uint64(cfg.MemTableBytes), Logger: pebbleLogger{log},
+		Cleaner: noRecycleCleaner{}}
 	opts.Levels = make([]pebble.LevelOptions, 7)
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -154,6 +155,22 @@ func OpenStore(dir string, cfg StoreConfig, log *slog.Logger) (*pebble.DB, error
 	}
 	return db, nil
 }
+
+// noRecycleCleaner deletes obsolete files (DeleteCleaner's Clean, promoted
+// from depth 1) and turns off WAL recycling: ArchiveCleaner, embedded one
+// level deeper, contributes only its marker method, which tells Pebble the
+// cleaner needs the files' contents, so an obsolete WAL is deleted instead
+// of being kept for reuse with its old records in it. Without this, an
+// erased person's values would survive in recycled WAL files (see
+// identity's TestEraseRecycledWAL). The cost: a fresh WAL file per memtable.
+type noRecycleCleaner struct {
+	pebble.DeleteCleaner
+	needsContents
+}
+
+type needsContents struct{ pebble.ArchiveCleaner }
+
+func (noRecycleCleaner) String() string { return "delete-no-recycle" }
 
 // pebbleLogger sends Pebble's messages to slog: its routine job reports
 // at debug level, so a default run stays quiet.
