@@ -1,7 +1,7 @@
 // Package segments owns consent: the purpose catalogue, each profile's
 // consent per purpose (status, time, source, optional expiry) in Pebble,
 // per-purpose roaring bitmaps of profiles granted and denied, the
-// suppression set, the consent stage that fills the consent_mask column,
+// suppression set, erasure, the consent stage that fills the consent_mask column,
 // the per-sink consent filter, and the consent HTTP API (issue 4).
 // Audiences (issue 5) will live here too. Sub-package iab decodes TCF v2.2,
 // GPP and US Privacy strings (written here: the module proxy refuses the
@@ -18,6 +18,8 @@
 //     each row's consent, persists, and replaces consent_mask.
 //   - PolicyConfig and NewPolicy → *Policy, the engine.Filter of one sink.
 //   - Suppress / Unsuppress / Suppressed: the suppression set, persisted.
+//   - Erase(pids...): a privacy erasure of the profiles' consent state
+//     (see Erasure).
 //   - Handler: PUT/GET /v1/profiles/{id}/consent, GET /v1/consent/explain.
 //   - BitmapMemory(n): the bitmap memory workload for the bench harness.
 //
@@ -71,10 +73,41 @@
 //   - Locking: Process and the API's PUT hold the write lock; Select and
 //     GET hold the read lock.
 //
-// # Pebble (prefixes 0x20-0x2f)
+// # Erasure
+//
+// Erase(pids...) (issue 6, called by the privacy processor through its
+// Eraser) deletes the profiles' keys of every per-profile family (today
+// 0x20; erasedPrefixes lists them) in one synced Pebble batch, removes
+// them from memory and from every granted and denied bitmap, drops their
+// pending expiries, zeroes what the kept batch annotations of their rows
+// say about the profile (such rows then read as the bitmaps do: unknown),
+// removes them from every policy's explain ring, and empties the decoded
+// string caches. Then it flushes the memtable and compacts each erased key
+// range (db.Flush, db.Compact), so the records leave the SSTs. The
+// suppression set is not touched: erase-and-suppress suppresses first,
+// and the suppression must outlive the erasure. Erase is idempotent (a
+// repeat deletes nothing, compacts again). Events of the profile still in
+// flight after Erase record consent anew: identity is erased (or the
+// profile suppressed) first.
+//
+// Not reached by Erase: Pebble recycles obsolete WAL files, and a
+// recycled log is overwritten from its start, so its tail can keep
+// records written before the erasure until enough is written over it
+// (audience's TestErase/pebble-default finds a trait value in such a log;
+// TestEraseConsent/pebble-default reports any it finds). The state store
+// must be opened with WAL recycling off for erasure to reach every file:
+// a Cleaner carrying Pebble's NeedsFileContents marker, as
+// noRecycleCleaner in erase_test.go does (engine.OpenStore does not yet);
+// TestEraseConsent/wal-recycling-off checks every file of the directory.
+// Freed filesystem blocks are not overwritten either.
+//
+// # Pebble (prefixes 0x20-0x27; 0x28-0x2f are package audience's)
 //
 //	0x20 | profile id (4 BE) → 1 | uvarint set | per bit: status | source | varint time µs | varint expires µs
 //	0x21 | profile id (4 BE) → empty: suppressed
+//
+// A new family keyed by profile id must join erasedPrefixes (erase.go)
+// unless, like 0x21, it has to outlive an erasure.
 //
 // Writes go in one synced Pebble batch per engine.Batch, separate from
 // identity's batch, which commits identity and the input offsets
@@ -98,6 +131,7 @@
 //	cdp_segments_decode_errors_total{format}       tcf, gpp, usp, json
 //	cdp_segments_string_cache_{hits,misses}_total
 //	cdp_segments_merges_total
+//	cdp_segments_erased_total                      profiles whose consent state Erase removed
 //	cdp_segments_profiles{purpose,status}          bitmap cardinalities
 //
 // Drops are counted by the runner as cdp_engine_dropped_total{sink,reason}

@@ -18,6 +18,7 @@ type metrics struct {
 	cacheHit  prometheus.Counter
 	cacheMiss prometheus.Counter
 	merges    prometheus.Counter
+	erased    prometheus.Counter
 	profilesG *prometheus.GaugeVec
 
 	dec  [MaxPurposes][numSources][3]prometheus.Counter
@@ -43,11 +44,13 @@ func newMetrics(reg prometheus.Registerer, c *Consent) (*metrics, error) {
 			Help: "TCF/GPP strings decoded."}),
 		merges: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_segments_merges_total",
 			Help: "Profile merges whose consent was combined."}),
+		erased: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_segments_erased_total",
+			Help: "Profiles whose consent state was erased (privacy erasure)."}),
 		profilesG: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cdp_segments_profiles",
 			Help: "Profiles per purpose and effective status (bitmap cardinality)."}, []string{"purpose", "status"}),
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{m.decisions, m.staleV, m.expiredV, m.decodeErr, m.cacheHit, m.cacheMiss, m.merges, m.profilesG} {
+		for _, col := range []prometheus.Collector{m.decisions, m.staleV, m.expiredV, m.decodeErr, m.cacheHit, m.cacheMiss, m.merges, m.erased, m.profilesG} {
 			if err := reg.Register(col); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {

@@ -78,7 +78,7 @@ func (p *profile) put(bit int, d Decision) {
 	p.d[i] = d
 }
 
-// Pebble layout (prefixes 0x20-0x2f are this package's; values start with
+// Pebble layout (prefixes 0x20-0x27 are this package's; values start with
 // a version byte, 1):
 //
 //	0x20 | profile id (4 BE) → 1 | uvarint set | per bit of set, ascending:

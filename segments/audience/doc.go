@@ -14,7 +14,7 @@
 //     state audiences read, over a *pebble.DB the caller owns. It is the
 //     engine.Stage "audiences", run after identity and consent. Reads:
 //     List, Get, Versions, Contains, Members, Query. Writes: Create,
-//     Update, Delete, Sweep, Refresh.
+//     Update, Delete, Sweep, Refresh, Erase (privacy erasure, below).
 //   - Expr (ParseExpr): `vip AND consent:advertising AND NOT churned`,
 //     evaluated with FastAnd/FastOr/AndNot, or only counted
 //     (AndCardinality, OrCardinality) when members are not asked for.
@@ -78,7 +78,33 @@
 //   - Evaluation is bounded: at most 256 nodes and depth 16 per tree,
 //     windows at most 3660 days, at most Config.MaxAudiences audiences.
 //
-// # Pebble layout (prefixes 0x28-0x2d; 0x20-0x27 are package segments')
+// # Erasure
+//
+// Erase(pids...) (issue 6, called by the privacy processor through its
+// Eraser) deletes in one synced Pebble batch each profile's traits (0x29),
+// its day counters (0x2a, a range deletion) and its membership row in
+// every audience (0x2b); removes it from every membership bitmap (nested
+// audiences included) and from the known universe (so NOT, Sweep and
+// back-fill no longer range over it); emits, after the commit, an exit
+// record with cause "erase" per audience it was a member of, through
+// WithOnChange, so activation tools drop it; and resets the scratch
+// parsers and buffers that may hold its traits. Then it flushes the
+// memtable and compacts the erased ranges (per run of consecutive ids;
+// memberships per audience), so the values leave the SSTs. Idempotent: a
+// repeat emits nothing and compacts again. The same id seen again later
+// starts from empty traits and zero counts. Definitions (0x28), offsets
+// (0x2c) and back-fill marks (0x2d) hold nothing per profile.
+//
+// Not reached: Pebble recycles obsolete WAL files and overwrites a
+// recycled one from its start, so its tail can keep traits written
+// before the erasure; TestErase/pebble-default reports
+// "trait-secret-value-123" in such a log. Opening the store with WAL
+// recycling off (a Cleaner carrying Pebble's NeedsFileContents marker:
+// noRecycleCleaner in erase_test.go; engine.OpenStore does not yet) makes
+// the erased values leave every file of the directory, which
+// TestErase/wal-recycling-off checks.
+//
+// # Pebble layout (prefixes 0x28-0x2f; 0x20-0x27 are package segments')
 //
 // See keys.go: definitions by id and version, traits by profile, day
 // counters by profile/counter/day, membership rows, applied input
@@ -87,7 +113,8 @@
 //
 // # Metrics (WithRegisterer)
 //
-// cdp_segments_audience_changes_total{cause,kind},
+// cdp_segments_audience_changes_total{cause,kind} (cause erase included),
+// cdp_segments_audience_erased_total,
 // cdp_segments_audience_evaluations_total,
 // cdp_segments_audience_traits_dropped_total,
 // cdp_segments_audience_profiles, cdp_segments_audience_count.

@@ -8,12 +8,14 @@ import (
 
 type metrics struct {
 	changes *prometheus.CounterVec
+	erased  prometheus.Counter
 	byKey   map[[2]string]prometheus.Counter
 }
 
 // WithRegisterer registers the store's metrics on reg (default: none):
 //
 //	cdp_segments_audience_changes_total{cause,kind}  entered/exited records (kind enter|exit)
+//	cdp_segments_audience_erased_total               profiles erased (Erase)
 //	cdp_segments_audience_evaluations_total          audience evaluations of one profile
 //	cdp_segments_audience_traits_dropped_total       identify events not applied (max_trait_bytes)
 //	cdp_segments_audience_profiles                   profiles known to the store
@@ -25,7 +27,9 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 func (s *Store) registerMetrics() error {
 	m := &metrics{
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_segments_audience_changes_total",
-			Help: "Audience entered/exited records by cause (event, merge, sweep, backfill, delete) and kind (enter, exit)."}, []string{"cause", "kind"}),
+			Help: "Audience entered/exited records by cause (event, merge, sweep, backfill, delete, erase) and kind (enter, exit)."}, []string{"cause", "kind"}),
+		erased: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_segments_audience_erased_total",
+			Help: "Profiles erased from the audience store (privacy erasure)."}),
 		byKey: map[[2]string]prometheus.Counter{},
 	}
 	s.m = m
@@ -34,6 +38,7 @@ func (s *Store) registerMetrics() error {
 	}
 	cs := []prometheus.Collector{
 		m.changes,
+		m.erased,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cdp_segments_audience_evaluations_total",
 			Help: "Audience evaluations of one profile."}, func() float64 { return float64(s.evalsCtr.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cdp_segments_audience_traits_dropped_total",

@@ -57,7 +57,8 @@ type Change struct {
 	// Cause: "event" (a batch), "merge" (the profile merged into another;
 	// exits only), "sweep" (a window slid, consent changed), "backfill",
 	// "delete" (the audience was deleted; exits are not listed per
-	// profile, ProfileID is 0).
+	// profile, ProfileID is 0), "erase" (the profile was erased for a
+	// privacy request; exits only).
 	Cause string `json:"cause"`
 }
 

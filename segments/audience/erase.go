@@ -1,0 +1,182 @@
+package audience
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/valyala/fastjson"
+)
+
+// Erase removes everything the audience store holds about pids, for a
+// privacy erasure (issue 6):
+//
+//   - Pebble, in one synced batch: the profile's traits (0x29, which also
+//     makes it unknown), every day-bucket counter (0x2a, one range
+//     deletion per profile) and its membership row in every audience
+//     (0x2b); definitions, offsets and back-fill marks hold nothing about
+//     a profile;
+//   - memory: its id in every audience's membership bitmap (nested ones
+//     included) and in the known-profiles universe (so NOT and back-fill
+//     no longer range over it), and the per-batch scratch (parsers, arena,
+//     buffers) that may hold its last traits;
+//   - records: after the commit, an exit (Entered false, Cause "erase")
+//     per audience the profile was a member of, through WithOnChange like
+//     every other change, so activation tools drop it too;
+//   - disk: the memtable is flushed and the erased key ranges compacted
+//     (db.Flush, then db.Compact), so the deleted values leave the SSTs.
+//
+// Erase is idempotent: a second call finds nothing, emits no record, and
+// compacts the ranges again (completing a call interrupted by a crash
+// after its commit). A later identify of the same id starts from empty
+// traits and zero counts. Events of the profile still in flight through
+// Process after Erase returns make it known again: the caller erases
+// identity (or suppresses) first.
+//
+// Pebble recycles obsolete WAL files, so trait bytes written before the
+// flush can remain in a recycled *.log file until it is overwritten; see
+// the package doc for the Pebble option that prevents it.
+//
+// Counted in cdp_segments_audience_erased_total (profiles the store knew).
+func (s *Store) Erase(pids ...uint32) error {
+	if len(pids) == 0 {
+		return nil
+	}
+	ids := slices.Clone(pids)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	auds, err := s.eraseState(ids)
+	if err != nil {
+		return err
+	}
+	return s.compactErased(ids, auds)
+}
+
+// eraseState commits the deletes, updates the bitmaps and emits the exits
+// under the write lock; it returns the audience ids whose membership rows
+// it deleted.
+func (s *Store) eraseState(ids []uint32) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.db.NewBatch()
+	defer w.Close()
+	auds := make([]string, 0, len(s.order))
+	for _, a := range s.order {
+		auds = append(auds, a.def.ID)
+	}
+	var key []byte
+	for _, pid := range ids {
+		key = traitsKey(key[:0], pid)
+		if err := w.Delete(key, nil); err != nil {
+			return nil, fmt.Errorf("cannot stage erasure: %w", err)
+		}
+		lo, hi := counterRange(pid)
+		if err := w.DeleteRange(lo, hi, nil); err != nil {
+			return nil, fmt.Errorf("cannot stage erasure: %w", err)
+		}
+		// Every audience's row, not only those the bitmaps name: the rows
+		// are what a restart rebuilds memberships from.
+		for _, id := range auds {
+			key = memberKey(key[:0], id, pid)
+			if err := w.Delete(key, nil); err != nil {
+				return nil, fmt.Errorf("cannot stage erasure: %w", err)
+			}
+		}
+	}
+	if err := w.Commit(pebble.Sync); err != nil {
+		return nil, fmt.Errorf("cannot commit erasure: %w", err)
+	}
+	now := s.now()
+	s.chg = s.chg[:0]
+	erased := 0
+	for _, pid := range ids {
+		if s.known.CheckedRemove(pid) {
+			erased++
+		}
+		for _, a := range s.order {
+			if a.members.CheckedRemove(pid) {
+				a.changed = now
+				s.chg = append(s.chg, Change{Audience: a.def.ID, Version: a.def.Version, ProfileID: pid, Time: now.UTC(), Cause: "erase"})
+			}
+		}
+	}
+	// Process's scratch (cleared at every batch anyway) and the buffers and
+	// parsers that may still hold the last traits read or written.
+	clear(s.work)
+	s.wlist = s.wlist[:0]
+	clear(s.incs)
+	s.incList = s.incList[:0]
+	clear(s.csets)
+	clear(s.key[:cap(s.key)])
+	clear(s.val[:cap(s.val)])
+	s.p1, s.p2, s.arena = fastjson.Parser{}, fastjson.Parser{}, fastjson.Arena{}
+	if s.m.erased != nil {
+		s.m.erased.Add(float64(erased))
+	}
+	s.flushChanges()
+	return auds, nil
+}
+
+// compactErased flushes the memtable and compacts the erased profiles'
+// traits, counters and membership rows (per run of consecutive ids, per
+// audience for memberships), outside the store's lock.
+func (s *Store) compactErased(ids []uint32, auds []string) error {
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("cannot flush after erasure: %w", err)
+	}
+	compact := func(lo, hi []byte) error {
+		if err := s.db.Compact(lo, hi, true); err != nil {
+			return fmt.Errorf("cannot compact erased profiles: %w", err)
+		}
+		return nil
+	}
+	for _, r := range runs(ids) {
+		first, last := r[0], r[1]
+		hiTraits := []byte{prefixTraits + 1}
+		if last != ^uint32(0) {
+			hiTraits = traitsKey(nil, last+1)
+		}
+		if err := compact(traitsKey(nil, first), hiTraits); err != nil {
+			return err
+		}
+		lo, _ := counterRange(first)
+		_, hi := counterRange(last)
+		if err := compact(lo, hi); err != nil {
+			return err
+		}
+		for _, id := range auds {
+			hi := append(append([]byte{prefixMember}, id...), 1)
+			if last != ^uint32(0) {
+				hi = memberKey(nil, id, last+1)
+			}
+			if err := compact(memberKey(nil, id, first), hi); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// counterRange is the key range of pid's day counters.
+func counterRange(pid uint32) (lo, hi []byte) {
+	lo = binary.BigEndian.AppendUint32([]byte{prefixCounter}, pid)
+	if pid == ^uint32(0) {
+		return lo, []byte{prefixCounter + 1}
+	}
+	return lo, binary.BigEndian.AppendUint32([]byte{prefixCounter}, pid+1)
+}
+
+// runs returns sorted distinct ids as runs of consecutive ids [first,
+// last].
+func runs(ids []uint32) [][2]uint32 {
+	var out [][2]uint32
+	for _, id := range ids {
+		if n := len(out); n > 0 && out[n-1][1] != ^uint32(0) && out[n-1][1]+1 == id {
+			out[n-1][1] = id
+			continue
+		}
+		out = append(out, [2]uint32{id, id})
+	}
+	return out
+}
