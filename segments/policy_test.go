@@ -3,10 +3,7 @@ package segments
 import (
 	"context"
 	"fmt"
-	"go/parser"
-	"go/token"
 	"math/rand/v2"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -299,25 +296,4 @@ func naiveKeep(p *Policy, pk, pg, ek, eg uint64) bool {
 		return one(ek, eg)
 	}
 	return one(pk, pg) && one(ek, eg)
-}
-
-// TestImports keeps segments independent of its sibling stages.
-func TestImports(t *testing.T) {
-	for _, glob := range []string{"*.go", "iab/*.go"} {
-		files, _ := filepath.Glob(glob)
-		for _, f := range files {
-			af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, imp := range af.Imports {
-				p, _ := strconv.Unquote(imp.Path.Value)
-				for _, bad := range []string{"/ingest", "/identity", "/cmd/"} {
-					if strings.HasPrefix(p, "github.com/cdpstream/cdpstream") && strings.Contains(p, bad) {
-						t.Errorf("%s imports %s", f, p)
-					}
-				}
-			}
-		}
-	}
 }
