@@ -317,6 +317,7 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 		return errors.New("segments: batch not in engine.Schema")
 	}
 	a := c.ann.claim(b.Seq, n)
+	a.pids = append(a.pids[:0], pids.Uint32Values()...)
 	c.maskB.Reserve(n)
 	def := c.cat.defGranted
 	for i := 0; i < n; i++ {
@@ -460,9 +461,12 @@ func (c *Consent) PurposeSets(name string) (granted, denied *roaring.Bitmap, ok 
 // from the purpose default, read it. It is keyed by batch sequence and the
 // record Process produced, so a policy never reads another batch's rows.
 type annotation struct {
-	seq        uint64
+	seq uint64
+	// rec identifies the batch (compared by pointer only: the runner may
+	// have released it, so it is never read through).
 	rec        arrow.RecordBatch
 	ek, eg, pk []uint64
+	pids       []uint32 // the rows' profile ids, for Erase
 }
 
 // annRing holds the annotations of the last len(a) batches. Select falls

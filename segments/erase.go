@@ -6,8 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cockroachdb/pebble"
 )
 
@@ -135,11 +133,8 @@ func (c *Consent) eraseAnnotations(set map[uint32]struct{}) {
 		if a.rec == nil {
 			continue
 		}
-		col, ok := a.rec.Column(engine.ColProfileID).(*array.Uint32)
-		if !ok {
-			continue
-		}
-		for row, pid := range col.Uint32Values() {
+		// Not a.rec's columns: the batch may be released by now.
+		for row, pid := range a.pids {
 			if _, ok := set[pid]; ok && row < len(a.pk) {
 				a.pk[row] = 0
 			}

@@ -311,3 +311,27 @@ func TestRuns(t *testing.T) {
 		t.Fatalf("runs = %v, want %v", got, want)
 	}
 }
+
+// TestEraseAfterBatchReleased: the runner releases a batch once its sinks
+// acked it; the consent stage's per-batch annotations must not read the
+// released record when a later Erase runs (it used to, and panicked).
+func TestEraseAfterBatchReleased(t *testing.T) {
+	db := openDB(t, "")
+	c, err := New(testConfig(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := makeBatch(t, 1, []row{{pid: 3, ts: at, raw: `{"context":{"consent":{"categoryPreferences":{"Analytics":true}}}}`}, {pid: 4, ts: at, raw: `{}`}})
+	if err := c.Process(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Rec.Release()
+	b.Rec = nil
+	if err := c.Erase(3); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.View(3); len(v.Purposes) != 0 && v.Purposes["analytics"].Status == "granted" {
+		t.Fatalf("erased profile still has consent: %+v", v)
+	}
+}

@@ -256,3 +256,28 @@ func (n deletionNotifier) NotifyDeletion(ctx context.Context, requestID string, 
 	}
 	return nil
 }
+
+// The erasers of an erasure request, run in this order: identity first
+// (identifier keys, profile records, merge-log tombstones), then consent
+// and audiences (state, counters, traits, memberships, bitmaps). Each is
+// idempotent and compacts the key ranges it cleared.
+type identityEraser struct{ g *identity.Graph }
+
+func (identityEraser) Name() string { return "identity" }
+func (e identityEraser) Erase(ctx context.Context, s privacy.Subject) error {
+	return e.g.Erase(ctx, s.Profiles)
+}
+
+type consentEraser struct{ c *segments.Consent }
+
+func (consentEraser) Name() string { return "consent" }
+func (e consentEraser) Erase(_ context.Context, s privacy.Subject) error {
+	return e.c.Erase(s.Profiles...)
+}
+
+type audienceEraser struct{ s *audience.Store }
+
+func (audienceEraser) Name() string { return "audiences" }
+func (e audienceEraser) Erase(_ context.Context, s privacy.Subject) error {
+	return e.s.Erase(s.Profiles...)
+}

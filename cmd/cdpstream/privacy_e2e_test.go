@@ -16,7 +16,8 @@ import (
 // TestPrivacyRequests drives OpenDSR requests against the live pipeline:
 // an access request exports what the graph, consent and audiences hold;
 // a suppress request makes every sink drop the person's later events; an
-// erasure is refused (no erasure workers yet) rather than faked.
+// erase-and-suppress is refused rather than faked (see TestErasureEndToEnd
+// for erasure).
 func TestPrivacyRequests(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.ndjson")
@@ -112,9 +113,10 @@ http:
 		t.Fatalf("export: %d %s", resp.StatusCode, export)
 	}
 
-	// Erasure has no workers yet: refused at submission, not faked.
-	if code, v := call("POST", "/opendsr/requests", request("7d444840-9dc0-11d1-b245-5ffdce74fad2", "erasure")); code != http.StatusBadRequest {
-		t.Fatalf("erasure request: %d %v, want 400 until erasure is built", code, v)
+	// Erase-and-suppress cannot be done right yet (suppression is keyed
+	// by profile id, which the erasure removes): refused, not faked.
+	if code, v := call("POST", "/opendsr/requests", request("7d444840-9dc0-11d1-b245-5ffdce74fad2", "erasure_suppress")); code != http.StatusBadRequest {
+		t.Fatalf("erasure_suppress request: %d %v, want 400", code, v)
 	}
 
 	// Suppress: the person's later events are dropped for every sink.

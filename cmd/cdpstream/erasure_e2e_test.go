@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdpstream/cdpstream/engine"
+)
+
+// TestErasureEndToEnd: a person with three devices, two emails and a user
+// id, merged, with consent and an audience membership, is erased by one
+// email through the OpenDSR API. Afterwards no identifier finds anything,
+// no bitmap holds the old profile, no file of the data directory holds
+// any of the person's values in plain text, the sink that asked got a
+// deletion notice, a new event starts a new profile, and the audit trail
+// verifies.
+func TestErasureEndToEnd(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	dataDir, outDir := t.TempDir(), t.TempDir() // sinks are downstream: outside the data dir
+	notices := filepath.Join(outDir, "notices.ndjson")
+	const token = "dpo-token"
+	cfgText := fmt.Appendf(nil, `
+data_dir: %s
+log: {level: error}
+source: {kafka: {brokers: [%s], group: erase, topics: [in]}}
+batch: {max_rows: 16, max_age: 10ms}
+identity: {secret: test-secret}
+consent: {purposes: [{name: analytics, bit: 0, default: denied, segment: [analytics]}]}
+sinks:
+  - {name: out, consent: {}, file: {path: %s}}
+  - {name: notices, events: false, records: [deletion], file: {path: %s}}
+dead_letter: {file: {path: %s}}
+privacy: {poll_interval: 10ms}
+http:
+  addr: "127.0.0.1:0"
+  auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
+`, dataDir, brokers[0], filepath.Join(outDir, "out.ndjson"), notices, filepath.Join(outDir, "dead.ndjson"), engine.HashToken(token))
+	cfg, err := parseConfig(cfgText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, done, stop := startApp(t, cfg)
+	base := "http://" + a.srv.Addr()
+	call := func(method, path, body string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, b := call("POST", "/v1/audiences", `{"id":"pro","condition":{"trait":{"path":"plan","op":"eq","value":"pro-tier-7f3a"}}}`); code != http.StatusCreated {
+		t.Fatalf("define audience: %d %s", code, b)
+	}
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	sent := 0
+	produce := func(events ...string) {
+		t.Helper()
+		for _, e := range events {
+			if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte(e)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+		waitConsumed(t, a, done, uint64(sent))
+	}
+	// Jane: three devices, two emails, one user id, consent, a trait.
+	values := []string{"jane-user-41", "jane.first@example.com", "jane.second@example.org",
+		"anon-phone-9c1", "anon-laptop-77e", "anon-tablet-d04", "device-phone-5b2", "device-laptop-e19", "device-tablet-0aa", "pro-tier-7f3a"}
+	produce(
+		`{"type":"identify","anonymousId":"anon-phone-9c1","userId":"jane-user-41","messageId":"1","traits":{"email":"jane.first@example.com","plan":"pro-tier-7f3a"},"context":{"device":{"id":"device-phone-5b2"},"consent":{"categoryPreferences":{"analytics":true}}}}`,
+		`{"type":"track","event":"Viewed","anonymousId":"anon-laptop-77e","messageId":"2","context":{"device":{"id":"device-laptop-e19"}}}`,
+		`{"type":"identify","anonymousId":"anon-laptop-77e","userId":"jane-user-41","messageId":"3","traits":{"email":"jane.second@example.org"}}`,
+		`{"type":"track","event":"Viewed","anonymousId":"anon-tablet-d04","messageId":"4","context":{"device":{"id":"device-tablet-0aa"}}}`,
+		`{"type":"identify","anonymousId":"anon-tablet-d04","userId":"jane-user-41","messageId":"5"}`,
+		`{"type":"identify","userId":"bob-user-2","messageId":"6","traits":{"email":"bob@example.com","plan":"free"}}`,
+	)
+	lookup := func(typ, value string) (int, uint32) {
+		code, b := call("GET", "/v1/profiles/lookup?type="+typ+"&value="+url.QueryEscape(value), "")
+		var v struct {
+			ProfileID uint32 `json:"profile_id"`
+		}
+		_ = json.Unmarshal(b, &v)
+		return code, v.ProfileID
+	}
+	_, jane := lookup("email", "jane.first@example.com")
+	if _, p := lookup("anonymous_id", "anon-tablet-d04"); jane == 0 || p != jane {
+		t.Fatalf("Jane's devices are not one profile: %d vs %d", jane, p)
+	}
+	pid := fmt.Sprint(jane)
+	if _, b := call("GET", "/v1/audiences/pro/contains?profile_id="+pid, ""); !bytes.Contains(b, []byte(`"member": true`)) {
+		t.Fatalf("Jane is not in the audience: %s", b)
+	}
+
+	// Erasure by one email.
+	code, b := call("POST", "/opendsr/requests", `{"regulation":"gdpr","subject_request_id":"a7c1c5b2-1d2e-4f3a-9b8c-0d1e2f3a4b5c","subject_request_type":"erasure",
+		"submitted_time":"2026-11-23T10:00:00Z","api_version":"2.0",
+		"subject_identities":[{"identity_type":"email","identity_value":"jane.second@example.org","identity_format":"raw"}]}`)
+	if code != http.StatusCreated {
+		t.Fatalf("erasure request: %d %s", code, b)
+	}
+	var last []byte
+	waitUntilMsg(t, func() bool {
+		_, last = call("GET", "/opendsr/requests/a7c1c5b2-1d2e-4f3a-9b8c-0d1e2f3a4b5c", "")
+		var st struct {
+			Status string `json:"request_status"`
+		}
+		_ = json.Unmarshal(last, &st)
+		return st.Status == "completed"
+	}, func() string { return string(last) })
+
+	for _, id := range [][2]string{{"user_id", "jane-user-41"}, {"email", "jane.first@example.com"}, {"email", "jane.second@example.org"},
+		{"anonymous_id", "anon-phone-9c1"}, {"anonymous_id", "anon-laptop-77e"}, {"anonymous_id", "anon-tablet-d04"}, {"device_id", "device-tablet-0aa"}} {
+		if code, _ := lookup(id[0], id[1]); code != http.StatusNotFound {
+			t.Errorf("lookup %s after erasure: %d, want 404", id[0], code)
+		}
+	}
+	if code, _ := lookup("email", "bob@example.com"); code != http.StatusOK {
+		t.Errorf("Bob was erased too: %d", code)
+	}
+	if _, b := call("GET", "/v1/audiences/pro/contains?profile_id="+pid, ""); !bytes.Contains(b, []byte(`"member": false`)) {
+		t.Errorf("the audience still holds the erased profile: %s", b)
+	}
+	if _, b := call("GET", "/v1/profiles/"+pid+"/consent", ""); bytes.Contains(b, []byte("granted")) {
+		t.Errorf("consent of the erased profile is still there: %s", b)
+	}
+
+	// The sink that asked got a deletion notice naming the identifiers.
+	data, err := os.ReadFile(notices)
+	if err != nil || !bytes.Contains(data, []byte(`"type":"deletion"`)) || !bytes.Contains(data, []byte("anon-tablet-d04")) {
+		t.Fatalf("deletion notice: %v %s", err, data)
+	}
+
+	// A new event from the person starts a new profile.
+	produce(`{"type":"identify","userId":"jane-user-41","messageId":"7"}`)
+	if _, p := lookup("user_id", "jane-user-41"); p == 0 || p == jane {
+		t.Errorf("new event after erasure resolved to %d (old %d), want a new profile", p, jane)
+	}
+	stop()
+
+	// No file of the data directory holds Jane's old values (the new
+	// event brought back only her user id).
+	for _, v := range values[1:] {
+		if f := findInDir(t, dataDir, v); f != "" {
+			t.Errorf("%q still in %s after erasure", v, f)
+		}
+	}
+	cfgPath := filepath.Join(outDir, "c.yaml")
+	if err := os.WriteFile(cfgPath, cfgText, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := cli([]string{"audit", "verify", "-config", cfgPath}, nil, &out, &errb); code != 0 {
+		t.Fatalf("audit verify: exit %d: %s%s", code, out.String(), errb.String())
+	}
+}
+
+// findInDir returns the first file under dir that contains s, or "".
+func findInDir(t *testing.T, dir, s string) string {
+	t.Helper()
+	var found string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || found != "" {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(data, []byte(s)) {
+			found = p
+		}
+		return nil
+	})
+	return found
+}
+
+// waitUntilMsg is waitUntil that says what it last saw.
+func waitUntilMsg(t *testing.T, cond func() bool, msg func() string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not reached; last: %s", msg())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
