@@ -29,6 +29,8 @@ Usage:
                                      look up, correct or un-merge profiles over the HTTP API
   cdpstream audience list|create|size|members|query [flags]
                                      define and query audiences over the HTTP API
+  cdpstream privacy submit|status|cancel [flags]
+                                     data subject requests over the HTTP API
   cdpstream audit verify|list -config FILE
                                      check the hash-chained audit trail
   cdpstream version                  print the version
@@ -61,6 +63,8 @@ func cli(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdProfile(ctx, args[1:], stdout, stderr)
 	case "audience":
 		err = cmdAudience(ctx, args[1:], stdin, stdout, stderr)
+	case "privacy":
+		err = cmdPrivacy(ctx, args[1:], stdout, stderr)
 	case "audit":
 		err = cmdAudit(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":

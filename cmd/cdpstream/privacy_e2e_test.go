@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -119,11 +120,21 @@ http:
 		t.Fatalf("erasure_suppress request: %d %v, want 400", code, v)
 	}
 
-	// Suppress: the person's later events are dropped for every sink.
-	if code, v := call("POST", "/opendsr/requests", request("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "suppress")); code != http.StatusCreated {
-		t.Fatalf("suppress request: %d %v", code, v)
+	// Suppress, through the terminal command: the person's later events
+	// are dropped for every sink.
+	var cliOut, cliErr bytes.Buffer
+	if code := cli([]string{"privacy", "submit", "-type", "suppress", "-identity", "controller_customer_id:cust-123",
+		"-id", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 0 {
+		t.Fatalf("privacy submit: exit %d: %s", code, cliErr.String())
 	}
 	completed("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+	cliOut.Reset()
+	if code := cli([]string{"privacy", "status", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 0 || !strings.Contains(cliOut.String(), "completed") {
+		t.Fatalf("privacy status: exit %d: %s%s", code, cliOut.String(), cliErr.String())
+	}
+	if code := cli([]string{"privacy", "cancel", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 1 {
+		t.Fatalf("cancel of a completed request: exit %d, want 1 (refused)", code)
+	}
 	send(`{"type":"track","event":"Viewed","userId":"cust-123","messageId":"3"}`,
 		`{"type":"track","event":"Viewed","userId":"someone-else","messageId":"4"}`)
 	data, err := os.ReadFile(out)
