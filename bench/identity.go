@@ -62,5 +62,11 @@ func runIdentity(ctx context.Context, opts Options) ([]Result, error) {
 	load := mk("IdentityLoad", res.LoadPerSec)
 	load.Events = int64(opts.IdentityIDs)
 	load.Seconds = float64(opts.IdentityIDs) / res.LoadPerSec
-	return []Result{mk("IdentityResolveWarm", res.WarmPerSec), mk("IdentityResolveCold", res.ColdPerSec), load}, nil
+	erase := Result{Name: fmt.Sprintf("IdentityErase/ids=%d", opts.IdentityIDs), Events: int64(res.EraseRuns), Reported: true,
+		NsPerEvent: float64(res.EraseP50.Nanoseconds()),
+		Extra:      map[string]float64{"p50-ms": float64(res.EraseP50.Microseconds()) / 1000, "p99-ms": float64(res.EraseP99.Microseconds()) / 1000}}
+	if res.EraseP50 > 0 {
+		erase.EventsPerSec = 1e9 / float64(res.EraseP50.Nanoseconds())
+	}
+	return []Result{mk("IdentityResolveWarm", res.WarmPerSec), mk("IdentityResolveCold", res.ColdPerSec), load, erase}, nil
 }

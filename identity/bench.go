@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -50,6 +51,11 @@ type BenchResult struct {
 	// BytesPerIdentifier divides it by Identifiers.
 	DiskBytes          uint64
 	BytesPerIdentifier float64
+	// EraseP50 and EraseP99 are the latencies of Graph.Erase of one
+	// person (4 identifiers), including the flush and the compaction of
+	// the erased keys, over EraseRuns people picked at random.
+	EraseP50, EraseP99 time.Duration
+	EraseRuns          int
 }
 
 // RunBench loads cfg.Identifiers identifiers into a fresh store through the
@@ -96,7 +102,32 @@ func RunBench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 		return res, err
 	}
 	res.BytesPerIdentifier = float64(res.DiskBytes) / float64(max(cfg.Identifiers, 1))
+	if res.EraseP50, res.EraseP99, res.EraseRuns, err = env.eraseLatency(ctx, r, 25); err != nil {
+		return res, err
+	}
 	return res, nil
+}
+
+// eraseLatency erases runs random people (looked up by email, as a
+// privacy request would) and returns the p50 and p99 of Erase.
+func (e *BenchEnv) eraseLatency(ctx context.Context, r *rand.Rand, runs int) (p50, p99 time.Duration, n int, err error) {
+	var lat []time.Duration
+	for i := 0; i < runs && e.people > 0; i++ {
+		v, err := e.g.Lookup(TypeEmail, "p"+strconv.Itoa(r.IntN(e.people))+"@example.com")
+		if err != nil {
+			continue // erased already
+		}
+		start := time.Now()
+		if err := e.g.Erase(ctx, []uint32{v.ProfileID}); err != nil {
+			return 0, 0, 0, err
+		}
+		lat = append(lat, time.Since(start))
+	}
+	if len(lat) == 0 {
+		return 0, 0, 0, nil
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[(len(lat)*99)/100], len(lat), nil
 }
 
 // BenchEnv is a Graph and Stage on a Pebble store for benchmarks.
