@@ -9,23 +9,20 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
-// Scopes a bearer-token middleware can require per route.
+// Scopes the profile routes require (the same strings as engine's).
 const (
-	ScopeProfilesRead  = "profiles:read"
-	ScopeProfilesWrite = "profiles:write"
+	ScopeProfilesRead  = engine.ScopeProfilesRead
+	ScopeProfilesWrite = engine.ScopeProfilesWrite
 )
 
 // Route is one HTTP endpoint of the graph, with the scope a caller needs.
 // The server that mounts the routes wraps each Handler with its auth
 // middleware; Handler (the method) mounts them without auth.
-type Route struct {
-	Method  string
-	Path    string
-	Scope   string
-	Handler http.Handler
-}
+type Route = engine.Route
 
 // Routes returns the profile endpoints:
 //
@@ -37,9 +34,9 @@ type Route struct {
 // 4xx status for bad requests and 404 for unknown identifiers or profiles.
 func (g *Graph) Routes() []Route {
 	return []Route{
-		{http.MethodGet, "/v1/profiles/lookup", ScopeProfilesRead, http.HandlerFunc(g.serveLookup)},
-		{http.MethodPost, "/v1/profiles/remove-identifier", ScopeProfilesWrite, http.HandlerFunc(g.serveRemove)},
-		{http.MethodPost, "/v1/profiles/split", ScopeProfilesWrite, http.HandlerFunc(g.serveSplit)},
+		{Method: http.MethodGet, Path: "/v1/profiles/lookup", Scope: ScopeProfilesRead, Personal: true, Handler: http.HandlerFunc(g.serveLookup)},
+		{Method: http.MethodPost, Path: "/v1/profiles/remove-identifier", Scope: ScopeProfilesWrite, Personal: true, Handler: http.HandlerFunc(g.serveRemove)},
+		{Method: http.MethodPost, Path: "/v1/profiles/split", Scope: ScopeProfilesWrite, Personal: true, Handler: http.HandlerFunc(g.serveSplit)},
 	}
 }
 

@@ -11,16 +11,7 @@ import (
 
 // Route is one HTTP endpoint with the scope it needs (empty: public) and
 // whether it touches personal data (audited by the auth middleware).
-type Route struct {
-	Method   string
-	Path     string
-	Scope    string
-	Personal bool
-	Handler  http.Handler
-}
-
-// Pattern is the net/http ServeMux pattern of r.
-func (r Route) Pattern() string { return r.Method + " " + r.Path }
+type Route = engine.Route
 
 // Routes returns the OpenDSR endpoints:
 //
@@ -36,34 +27,20 @@ func (r Route) Pattern() string { return r.Method + " " + r.Path }
 // OpenDSR error body {"error": {"code", "message", "errors": [...]}}.
 func (s *Service) Routes() []Route {
 	return []Route{
-		{http.MethodPost, "/opendsr/requests", engine.ScopePrivacyWrite, true, http.HandlerFunc(s.serveSubmit)},
-		{http.MethodGet, "/opendsr/requests/{id}", engine.ScopePrivacyWrite, false, http.HandlerFunc(s.serveStatus)},
-		{http.MethodDelete, "/opendsr/requests/{id}", engine.ScopePrivacyWrite, false, http.HandlerFunc(s.serveCancel)},
-		{http.MethodGet, "/opendsr/discovery", "", false, http.HandlerFunc(s.serveDiscovery)},
-		{http.MethodGet, "/opendsr/certificate.pem", "", false, http.HandlerFunc(s.serveCert)},
-		{http.MethodGet, "/opendsr/results/{token}", engine.ScopePrivacyWrite, true, http.HandlerFunc(s.serveResults)},
+		{Method: http.MethodPost, Path: "/opendsr/requests", Scope: engine.ScopePrivacyWrite, Personal: true, Handler: http.HandlerFunc(s.serveSubmit)},
+		{Method: http.MethodGet, Path: "/opendsr/requests/{id}", Scope: engine.ScopePrivacyWrite, Personal: false, Handler: http.HandlerFunc(s.serveStatus)},
+		{Method: http.MethodDelete, Path: "/opendsr/requests/{id}", Scope: engine.ScopePrivacyWrite, Personal: false, Handler: http.HandlerFunc(s.serveCancel)},
+		{Method: http.MethodGet, Path: "/opendsr/discovery", Scope: "", Personal: false, Handler: http.HandlerFunc(s.serveDiscovery)},
+		{Method: http.MethodGet, Path: "/opendsr/certificate.pem", Scope: "", Personal: false, Handler: http.HandlerFunc(s.serveCert)},
+		{Method: http.MethodGet, Path: "/opendsr/results/{token}", Scope: engine.ScopePrivacyWrite, Personal: true, Handler: http.HandlerFunc(s.serveResults)},
 	}
 }
 
 // Mounter is what Mount registers on: *http.ServeMux and *engine.Server.
-type Mounter interface {
-	Handle(pattern string, h http.Handler)
-}
+type Mounter = engine.Mounter
 
-// Mount registers routes on m behind auth (nil: no auth).
-func Mount(m Mounter, routes []Route, auth *engine.Auth) {
-	for _, r := range routes {
-		h := r.Handler
-		switch {
-		case auth == nil || r.Scope == "":
-		case r.Personal:
-			h = auth.RequirePersonal(r.Scope, h)
-		default:
-			h = auth.Require(r.Scope, h)
-		}
-		m.Handle(r.Pattern(), h)
-	}
-}
+// Mount registers routes on m behind auth (nil: no auth); see engine.Mount.
+func Mount(m Mounter, routes []Route, auth *engine.Auth) { engine.Mount(m, routes, auth) }
 
 // Handler serves Routes without auth (tests, or behind a proxy that
 // authenticates).

@@ -198,9 +198,7 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		log.Warn("http.auth has no tokens: the API is open to anyone who can reach " + cfg.HTTP.Addr)
 	}
 	// Every route that reads or changes personal data is audited.
-	for _, r := range a.graph.Routes() {
-		a.srv.Handle(r.Method+" "+r.Path, a.auth.RequirePersonal(r.Scope, r.Handler))
-	}
+	engine.Mount(a.srv, a.graph.Routes(), a.auth)
 	if a.consent != nil {
 		h := a.consent.Handler()
 		a.srv.Handle("GET /v1/profiles/{id}/consent", a.auth.RequirePersonal(engine.ScopeProfilesRead, h))

@@ -14,17 +14,7 @@ import (
 // Route is one HTTP endpoint with the scope a caller needs (empty: public)
 // and whether it touches personal data (audited), mirroring
 // identity.Route.
-type Route struct {
-	Method   string
-	Path     string
-	Scope    string
-	Personal bool
-	Handler  http.Handler
-}
-
-// Pattern is the net/http ServeMux pattern of r, e.g.
-// "GET /v1/audiences/{id}".
-func (r Route) Pattern() string { return r.Method + " " + r.Path }
+type Route = engine.Route
 
 // Limits of the member endpoints.
 const (
@@ -51,39 +41,24 @@ const (
 func (s *Store) Routes(res Resolver) []Route {
 	h := &handlers{s: s, res: res}
 	return []Route{
-		{http.MethodGet, "/v1/audiences", engine.ScopeAudiencesRead, false, http.HandlerFunc(h.list)},
-		{http.MethodPost, "/v1/audiences", engine.ScopeAudiencesWrite, false, http.HandlerFunc(h.create)},
-		{http.MethodGet, "/v1/audiences/{id}", engine.ScopeAudiencesRead, false, http.HandlerFunc(h.get)},
-		{http.MethodPut, "/v1/audiences/{id}", engine.ScopeAudiencesWrite, false, http.HandlerFunc(h.update)},
-		{http.MethodDelete, "/v1/audiences/{id}", engine.ScopeAudiencesWrite, false, http.HandlerFunc(h.remove)},
-		{http.MethodGet, "/v1/audiences/{id}/members", engine.ScopeAudiencesRead, true, http.HandlerFunc(h.members)},
-		{http.MethodGet, "/v1/audiences/{id}/contains", engine.ScopeAudiencesRead, true, http.HandlerFunc(h.contains)},
-		{http.MethodPost, "/v1/query", engine.ScopeAudiencesRead, true, http.HandlerFunc(h.query)},
-		{http.MethodGet, "/openapi.json", "", false, http.HandlerFunc(serveOpenAPI)},
+		{Method: http.MethodGet, Path: "/v1/audiences", Scope: engine.ScopeAudiencesRead, Personal: false, Handler: http.HandlerFunc(h.list)},
+		{Method: http.MethodPost, Path: "/v1/audiences", Scope: engine.ScopeAudiencesWrite, Personal: false, Handler: http.HandlerFunc(h.create)},
+		{Method: http.MethodGet, Path: "/v1/audiences/{id}", Scope: engine.ScopeAudiencesRead, Personal: false, Handler: http.HandlerFunc(h.get)},
+		{Method: http.MethodPut, Path: "/v1/audiences/{id}", Scope: engine.ScopeAudiencesWrite, Personal: false, Handler: http.HandlerFunc(h.update)},
+		{Method: http.MethodDelete, Path: "/v1/audiences/{id}", Scope: engine.ScopeAudiencesWrite, Personal: false, Handler: http.HandlerFunc(h.remove)},
+		{Method: http.MethodGet, Path: "/v1/audiences/{id}/members", Scope: engine.ScopeAudiencesRead, Personal: true, Handler: http.HandlerFunc(h.members)},
+		{Method: http.MethodGet, Path: "/v1/audiences/{id}/contains", Scope: engine.ScopeAudiencesRead, Personal: true, Handler: http.HandlerFunc(h.contains)},
+		{Method: http.MethodPost, Path: "/v1/query", Scope: engine.ScopeAudiencesRead, Personal: true, Handler: http.HandlerFunc(h.query)},
+		{Method: http.MethodGet, Path: "/openapi.json", Scope: "", Personal: false, Handler: http.HandlerFunc(serveOpenAPI)},
 	}
 }
 
 // Mounter is what Mount registers on: *http.ServeMux and *engine.Server.
-type Mounter interface {
-	Handle(pattern string, h http.Handler)
-}
+type Mounter = engine.Mounter
 
 // Mount registers routes on m, each behind auth with its scope
-// (RequirePersonal for personal routes). With a nil auth the routes are
-// served without authentication.
-func Mount(m Mounter, routes []Route, auth *engine.Auth) {
-	for _, r := range routes {
-		h := r.Handler
-		switch {
-		case auth == nil || r.Scope == "":
-		case r.Personal:
-			h = auth.RequirePersonal(r.Scope, h)
-		default:
-			h = auth.Require(r.Scope, h)
-		}
-		m.Handle(r.Pattern(), h)
-	}
-}
+// (engine.Mount).
+func Mount(m Mounter, routes []Route, auth *engine.Auth) { engine.Mount(m, routes, auth) }
 
 type handlers struct {
 	s   *Store
