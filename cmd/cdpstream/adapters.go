@@ -59,6 +59,24 @@ func (r resolver) Lookup(typ, value string) (uint32, bool, error) {
 	return v.ProfileID, true, nil
 }
 
+// Identifiers implements audience.IdentifierLister: members?as=TYPE.
+func (r resolver) Identifiers(pid uint32, typ string) ([]string, error) {
+	v, err := r.g.Profile(pid)
+	switch {
+	case errors.Is(err, identity.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	var out []string
+	for _, id := range v.Identifiers {
+		if id.Type == typ {
+			out = append(out, id.Value)
+		}
+	}
+	return out, nil
+}
+
 // audienceRecords carries audience entries and exits to the sinks that ask
 // for them (records: [audience]). Changes of a batch arrive while the store
 // processes it; changes from the background (window sweeps, back-fills)

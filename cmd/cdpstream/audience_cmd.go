@@ -18,7 +18,7 @@ const audienceUsage = `Usage:
   cdpstream audience list                          every audience with its size
   cdpstream audience create -f FILE|-              define an audience (JSON definition)
   cdpstream audience size ID                       number of members
-  cdpstream audience members ID [-cursor C] [-limit N]   members as NDJSON, then the next cursor
+  cdpstream audience members ID [-cursor C] [-limit N] [-as TYPE]   members as NDJSON, then the next cursor
   cdpstream audience query [-members] EXPRESSION   e.g. 'vip AND consent:advertising AND NOT churned'
 Flags of every subcommand: -addr URL (env CDPSTREAM_ADDR), -token T (env CDPSTREAM_TOKEN).
 `
@@ -37,6 +37,7 @@ func cmdAudience(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	cursor := fs.String("cursor", "", "members: continue after this cursor")
 	limit := fs.Int("limit", 0, "members: at most this many (0: the server's default)")
 	withMembers := fs.Bool("members", false, "query: also list the members")
+	as := fs.String("as", "", "members: also list each member's values of this identifier type (email, user_id, ...)")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -99,6 +100,9 @@ func cmdAudience(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		}
 		if *limit > 0 {
 			q.Set("limit", strconv.Itoa(*limit))
+		}
+		if *as != "" {
+			q.Set("as", *as)
 		}
 		path := "/v1/audiences/" + url.PathEscape(id) + "/members"
 		if len(q) > 0 {

@@ -140,6 +140,12 @@ http:
 		t.Fatalf("members: %d %q", code, body)
 	}
 
+	// Members as an identifier type, for activation tools.
+	code, body = call("GET", "/v1/audiences/pro/members?as=user_id", reader, "")
+	if code != http.StatusOK || !strings.Contains(body, `"user_id":["cid"]`) {
+		t.Fatalf("members as user_id: %d %q", code, body)
+	}
+
 	// The same through the terminal commands.
 	cliOut := func(args ...string) string {
 		var out, errb bytes.Buffer

@@ -137,6 +137,18 @@ func (h *handlers) members(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// ?as=TYPE: each member with its values of that identifier type.
+	as := r.URL.Query().Get("as")
+	var lister IdentifierLister
+	var asKey []byte
+	if as != "" {
+		var ok bool
+		if lister, ok = h.res.(IdentifierLister); !ok {
+			engine.WriteError(w, http.StatusNotImplemented, "as: members as identifiers need the identity graph, which this server was not given")
+			return
+		}
+		asKey, _ = json.Marshal(as)
+	}
 	buf, err := h.s.Members(id, after, min(limit, chunk), make([]uint32, 0, chunk))
 	if err != nil {
 		writeErr(w, err)
@@ -153,6 +165,17 @@ func (h *handlers) members(w http.ResponseWriter, r *http.Request) {
 		for _, v := range buf {
 			line = append(line, `{"profile_id":`...)
 			line = strconv.AppendUint(line, uint64(v), 10)
+			if lister != nil {
+				vals, err := lister.Identifiers(v, as)
+				if err != nil {
+					return // the stream ends without its cursor line: the client retries
+				}
+				if vals == nil {
+					vals = []string{}
+				}
+				vb, _ := json.Marshal(vals)
+				line = append(append(append(append(line, ','), asKey...), ':'), vb...)
+			}
 			line = append(line, "}\n"...)
 		}
 		if _, err := w.Write(line); err != nil {

@@ -88,8 +88,8 @@ const openAPIDoc = `{
     "/v1/audiences/{id}/members": {
       "parameters": [{"$ref": "#/components/parameters/id"}],
       "get": {"summary": "Members as NDJSON, ascending profile ids", "x-scope": "audiences:read", "x-personal": true,
-        "description": "One {\"profile_id\":N} line per member above cursor, at most limit, then {\"cursor\":\"N\",\"more\":bool}. Pass cursor back for the next page: ids only grow, so a member present throughout paging is returned exactly once.",
-        "parameters": [{"name": "cursor", "in": "query", "schema": {"type": "string"}}, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 10000}}],
+        "description": "One {\"profile_id\":N} line per member above cursor, at most limit, then {\"cursor\":\"N\",\"more\":bool}. Pass cursor back for the next page: ids only grow, so a member present throughout paging is returned exactly once. With as=TYPE each line also carries the member's values of that identifier type: {\"profile_id\":N,\"email\":[\"...\"]}.",
+        "parameters": [{"name": "cursor", "in": "query", "schema": {"type": "string"}}, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 10000}}, {"name": "as", "in": "query", "schema": {"type": "string"}, "description": "an identifier type (email, user_id, device_id, ...)"}],
         "responses": {"200": {"description": "members", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/audiences/{id}/contains": {

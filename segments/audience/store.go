@@ -47,6 +47,13 @@ type Resolver interface {
 	Lookup(typ, value string) (uint32, bool, error)
 }
 
+// IdentifierLister is optionally implemented by a Resolver: it lists the
+// values of one identifier type that a profile holds, for members?as=TYPE
+// (activation tools want emails or device ids, not profile ids).
+type IdentifierLister interface {
+	Identifiers(pid uint32, typ string) ([]string, error)
+}
+
 // Change is one entry into or exit from an audience.
 type Change struct {
 	Audience  string    `json:"audience"`
