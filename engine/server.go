@@ -28,6 +28,9 @@ type ServerConfig struct {
 	// Auth configures bearer tokens with scopes for the API endpoints
 	// (/metrics, /healthz and /readyz stay open). See AuthConfig.
 	Auth AuthConfig `yaml:"auth"`
+	// MaskTraits lists trait keys whose string values GET /v1/profiles/{id}
+	// masks like identifiers. Default: email, phone, name, address.
+	MaskTraits []string `yaml:"mask_traits"`
 }
 
 // Defaults fills zero fields with their defaults.
@@ -39,6 +42,9 @@ func (c *ServerConfig) Defaults() {
 		c.ReadHeaderTimeout = 10 * time.Second
 	}
 	c.Auth.Defaults()
+	if c.MaskTraits == nil {
+		c.MaskTraits = []string{"email", "phone", "name", "address"}
+	}
 }
 
 // Validate reports the first invalid field.

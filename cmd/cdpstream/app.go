@@ -206,6 +206,8 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		a.srv.Handle("GET /v1/consent/explain", a.auth.RequirePersonal(engine.ScopeProfilesRead, h))
 	}
 	audience.Mount(a.srv, a.aud.Routes(resolver{a.graph}), a.auth)
+	view := profileView{g: a.graph, aud: a.aud.Store, consent: a.consent, maskTraits: cfg.HTTP.MaskTraits}
+	engine.Mount(a.srv, []engine.Route{view.route()}, a.auth)
 
 	// Privacy requests. Access and portability export what identity,
 	// consent and audiences hold. Erasure runs the identity, consent and

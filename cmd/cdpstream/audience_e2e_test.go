@@ -43,7 +43,7 @@ http:
   addr: "127.0.0.1:0"
   auth:
     tokens:
-      - {id: builder, hash: %s, scopes: [audiences:write, audiences:read]}
+      - {id: builder, hash: %s, scopes: [audiences:write, audiences:read, profiles:read]}
       - {id: viewer, hash: %s, scopes: [audiences:read]}
 `, dir, brokers[0], engine.HashToken(writer), engine.HashToken(reader)))
 	if err != nil {
@@ -138,6 +138,35 @@ http:
 	// One member line, then the cursor line.
 	if code != http.StatusOK || !strings.HasPrefix(body, `{"profile_id":`) || strings.Count(body, `"profile_id"`) != 1 || !strings.Contains(body, `"more":false`) {
 		t.Fatalf("members: %d %q", code, body)
+	}
+
+	// One person: masked identifiers, traits, memberships.
+	var cidPID uint32
+	{
+		code, body := call("GET", "/v1/audiences/pro/members", reader, "")
+		var first struct {
+			ProfileID uint32 `json:"profile_id"`
+		}
+		_ = json.Unmarshal([]byte(strings.SplitN(body, "\n", 2)[0]), &first)
+		cidPID = first.ProfileID
+		if code != http.StatusOK || cidPID == 0 {
+			t.Fatalf("members: %d %q", code, body)
+		}
+	}
+	if code, body := call("GET", fmt.Sprintf("/v1/profiles/%d", cidPID), reader, ""); code != http.StatusForbidden {
+		t.Fatalf("profile with an audiences-only token: %d %s, want 403", code, body)
+	}
+	code, body = call("GET", fmt.Sprintf("/v1/profiles/%d", cidPID), writer, "")
+	var view struct {
+		Identifiers []struct{ Type, Value string }
+		Traits      map[string]any
+		Audiences   []string
+	}
+	if err := json.Unmarshal([]byte(body), &view); err != nil || code != http.StatusOK {
+		t.Fatalf("profile view: %d %s", code, body)
+	}
+	if view.Traits["plan"] != "pro" || len(view.Audiences) != 1 || view.Audiences[0] != "pro" || len(view.Identifiers) != 1 || view.Identifiers[0].Value == "cid" {
+		t.Fatalf("profile view = %+v, want plan pro, audience pro, one masked user id", view)
 	}
 
 	// Members as an identifier type, for activation tools.

@@ -1,6 +1,7 @@
 package audience
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -683,4 +684,21 @@ func (s *Store) Known() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.known.GetCardinality()
+}
+
+// Traits returns the traits stored for pid (a JSON object) and whether
+// the profile is known. The bytes are the caller's.
+func (s *Store) Traits(pid uint32) (json.RawMessage, bool, error) {
+	v, closer, err := s.db.Get(traitsKey(nil, pid))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("cannot read traits of profile %d: %w", pid, err)
+	}
+	defer closer.Close()
+	if len(v) < 1 || v[0] != valueVersion {
+		return nil, false, fmt.Errorf("cannot read traits of profile %d: unknown value version", pid)
+	}
+	return bytes.Clone(v[1:]), true, nil
 }
