@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,9 +29,18 @@ type ServerConfig struct {
 	// Auth configures bearer tokens with scopes for the API endpoints
 	// (/metrics, /healthz and /readyz stay open). See AuthConfig.
 	Auth AuthConfig `yaml:"auth"`
+	// TLS serves HTTPS when a certificate is configured.
+	TLS ServerTLSConfig `yaml:"tls"`
 	// MaskTraits lists trait keys whose string values GET /v1/profiles/{id}
 	// masks like identifiers. Default: email, phone, name, address.
 	MaskTraits []string `yaml:"mask_traits"`
+}
+
+// ServerTLSConfig names the server's certificate and key (PEM). Both or
+// neither; neither serves plain HTTP.
+type ServerTLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Defaults fills zero fields with their defaults.
@@ -57,6 +67,9 @@ func (c ServerConfig) Validate() error {
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return fmt.Errorf("auth.%w", err)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("tls: cert_file and key_file go together")
 	}
 	return nil
 }
@@ -153,9 +166,18 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("cannot listen on http.addr %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = ln
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	if t := s.cfg.TLS; t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("http.tls: %w", err)
+		}
+		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, s.srv.TLSConfig)
+	}
+	s.ln = ln
 	return nil
 }
 
