@@ -194,7 +194,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if opts.BitmapProfiles > 0 && (opts.Only == "" || strings.Contains("ConsentBitmapMemory", opts.Only)) {
 		rep.Results = append(rep.Results, bitmapMemory(opts.BitmapProfiles))
 	}
-	if opts.ContainsProfiles > 0 && (opts.Only == "" || strings.Contains("AudienceContainsHTTP", opts.Only)) {
+	if opts.ContainsProfiles > 0 && (opts.Only == "" || strings.Contains("AudienceContainsHTTP AudienceMemberExportHTTP", opts.Only)) {
 		// The load generator shares the machine's cores with the server:
 		// 2 clients keep both busy without queueing, 16 show the tail under
 		// contention.
@@ -205,6 +205,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			}
 			rep.Results = append(rep.Results, r)
 		}
+		r, err := MemberExport(ctx, opts.Dir, opts.ContainsProfiles, 100_000)
+		if err != nil {
+			return rep, fmt.Errorf("member export: %w", err)
+		}
+		rep.Results = append(rep.Results, r)
 	}
 	if opts.SetExprUniverse > 0 && (opts.Only == "" || strings.Contains("AudienceSetExprCount", opts.Only)) {
 		r, err := setExpr(opts.SetExprUniverse)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -115,8 +116,13 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		}
 		audOpts = append(audOpts, audience.WithConsent(consentView{c: a.consent, names: names}))
 	}
-	if a.aud.Store, err = audience.New(cfg.Audiences, a.db, audOpts...); err != nil {
+	if a.aud.Store, err = audience.New(cfg.Audiences.Config, a.db, audOpts...); err != nil {
 		return a, err
+	}
+	for i, d := range cfg.Audiences.parsed {
+		if err := defineAudience(a.aud.Store, d); err != nil {
+			return a, fmt.Errorf("audiences.definitions[%d]: %w", i, err)
+		}
 	}
 	stages = append(stages, a.aud)
 
@@ -257,6 +263,32 @@ func (a *app) run(ctx context.Context) error {
 	if serr := <-srvErr; serr != nil && err == nil {
 		err = fmt.Errorf("http server: %w", serr)
 	}
+	return err
+}
+
+// defineAudience creates d, or stores it as a new version when the stored
+// one differs (in its condition, name or activation purpose).
+func defineAudience(s *audience.Store, d audience.Definition) error {
+	cur, err := s.Get(d.ID)
+	switch {
+	case errors.Is(err, audience.ErrNotFound):
+		_, err = s.Create(d)
+		return err
+	case err != nil:
+		return err
+	}
+	a, _ := json.Marshal(struct {
+		N, P string
+		C    audience.Condition
+	}{cur.Name, cur.ActivationPurpose, cur.Condition})
+	b, _ := json.Marshal(struct {
+		N, P string
+		C    audience.Condition
+	}{d.Name, d.ActivationPurpose, d.Condition})
+	if string(a) == string(b) {
+		return nil
+	}
+	_, err = s.Update(d)
 	return err
 }
 

@@ -39,6 +39,9 @@ identity: {secret: test-secret}
 sinks:
   - {name: changes, events: false, records: [audience], kafka: {topic: changes, key: profile_id}}
 dead_letter: {kafka: {topic: dlq}}
+audiences:
+  definitions:
+    - {id: from_config, condition: {trait: {path: plan, op: exists}}}
 http:
   addr: "127.0.0.1:0"
   auth:
@@ -165,8 +168,9 @@ http:
 	if err := json.Unmarshal([]byte(body), &view); err != nil || code != http.StatusOK {
 		t.Fatalf("profile view: %d %s", code, body)
 	}
-	if view.Traits["plan"] != "pro" || len(view.Audiences) != 1 || view.Audiences[0] != "pro" || len(view.Identifiers) != 1 || view.Identifiers[0].Value == "cid" {
-		t.Fatalf("profile view = %+v, want plan pro, audience pro, one masked user id", view)
+	// from_config is defined in the config file (plan exists).
+	if view.Traits["plan"] != "pro" || strings.Join(view.Audiences, ",") != "from_config,pro" || len(view.Identifiers) != 1 || view.Identifiers[0].Value == "cid" {
+		t.Fatalf("profile view = %+v, want plan pro, audiences from_config and pro, one masked user id", view)
 	}
 
 	// Members as an identifier type, for activation tools.
@@ -189,7 +193,7 @@ http:
 	if got := cliOut("query", "pro AND NOT pro"); !strings.Contains(got, `"count": 0`) {
 		t.Fatalf("audience query = %s", got)
 	}
-	if got := cliOut("list"); !strings.Contains(got, `"pro"`) {
+	if got := cliOut("list"); !strings.Contains(got, `"pro"`) || !strings.Contains(got, `"from_config"`) {
 		t.Fatalf("audience list = %s", got)
 	}
 	var errb bytes.Buffer
@@ -203,13 +207,16 @@ http:
 		changes = changes[:0]
 		for _, r := range consumeAll(t, brokers, "changes") {
 			var ch struct {
-				Type    string `json:"type"`
-				Entered bool   `json:"entered"`
+				Type     string `json:"type"`
+				Audience string `json:"audience"`
+				Entered  bool   `json:"entered"`
 			}
 			if err := json.Unmarshal(r.Value, &ch); err != nil || ch.Type != "audience" {
 				t.Fatalf("change record %s: %v", r.Value, err)
 			}
-			changes = append(changes, fmt.Sprint(ch.Entered))
+			if ch.Audience == "pro" {
+				changes = append(changes, fmt.Sprint(ch.Entered))
+			}
 		}
 		return len(changes) >= 3
 	})

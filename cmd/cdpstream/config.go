@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -43,12 +44,40 @@ type Config struct {
 	// Consent is the purpose catalogue; without purposes the consent stage
 	// is off and sinks may only state `consent: {}`.
 	Consent segments.Config `yaml:"consent"`
-	// Audiences tunes the audience store; audiences themselves are
-	// defined over the HTTP API (or `cdpstream audience create`).
-	Audiences audience.Config `yaml:"audiences"`
+	// Audiences tunes the audience store. Audiences are defined over the
+	// HTTP API (or `cdpstream audience create`), or here.
+	Audiences audiencesConfig `yaml:"audiences"`
 	// Privacy configures data subject requests (OpenDSR API).
 	Privacy privacy.Config      `yaml:"privacy"`
 	HTTP    engine.ServerConfig `yaml:"http"`
+}
+
+// audiencesConfig is the audiences block: the store's settings, plus
+// definitions to create (or update, when they changed) at start.
+type audiencesConfig struct {
+	audience.Config `yaml:",inline"`
+	// Definitions are audience definitions with the API's JSON shape,
+	// written in YAML.
+	Definitions []map[string]any `yaml:"definitions"`
+	parsed      []audience.Definition
+}
+
+// parseDefinitions checks every definition as the API would, naming the
+// bad one.
+func (c *audiencesConfig) parseDefinitions() error {
+	c.parsed = c.parsed[:0]
+	for i, raw := range c.Definitions {
+		b, err := json.Marshal(raw)
+		if err != nil {
+			return fmt.Errorf("audiences.definitions[%d]: %w", i, err)
+		}
+		d, err := audience.ParseDefinition(b)
+		if err != nil {
+			return fmt.Errorf("audiences.definitions[%d]: %w", i, err)
+		}
+		c.parsed = append(c.parsed, d)
+	}
+	return nil
 }
 
 // sinkConfig is one sink as the config file has it: the sink itself
@@ -228,6 +257,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Audiences.Validate(); err != nil {
 		return fmt.Errorf("audiences.%w", err)
+	}
+	if err := c.Audiences.parseDefinitions(); err != nil {
+		return err
 	}
 	if err := c.Privacy.Validate(); err != nil {
 		return fmt.Errorf("privacy.%w", err)
