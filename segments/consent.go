@@ -3,8 +3,10 @@ package segments
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,6 +30,7 @@ type Consent struct {
 	db  *pebble.DB
 
 	mu         sync.RWMutex
+	changes    []engine.Record // consent-change records for the next batch
 	profiles   map[uint32]*profile
 	granted    [MaxPurposes]*roaring.Bitmap
 	denied     [MaxPurposes]*roaring.Bitmap
@@ -194,14 +197,18 @@ func (c *Consent) apply(pid uint32, bit int, d Decision, now int64) bool {
 		p = &profile{}
 		c.profiles[pid] = p
 	}
-	if e, ok := p.get(bit); ok {
-		if d.Time < e.Time {
+	prev, had := p.get(bit)
+	if had {
+		if d.Time < prev.Time {
 			c.m.stale(d.Source)
 			return false
 		}
-		if d.Time == e.Time && (d == e || e.Status == Denied) {
+		if d.Time == prev.Time && (d == prev || prev.Status == Denied) {
 			return false
 		}
+	}
+	if !had || prev.Status != d.Status {
+		c.changes = append(c.changes, consentRecord(pid, c.cat.purposeName(bit), d))
 	}
 	p.put(bit, d)
 	c.setBits(pid, p, bit, d, now)
@@ -282,6 +289,12 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 	now := c.now().UnixMicro()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Consent changes of this batch, and those the API made since the last
+	// one, travel with the batch to the sinks that list records: [consent].
+	defer func() {
+		b.Records = append(b.Records, c.changes...)
+		c.changes = nil
+	}()
 	c.expire(now)
 	clear(c.dirty)
 	clear(c.gone)
@@ -516,4 +529,19 @@ func consentSource(cfs, raws *array.Binary, i int) []byte {
 		return cfs.Value(i)
 	}
 	return raws.Value(i)
+}
+
+// consentRecord encodes one consent change as a control record:
+// {"type":"consent","profile_id":7,"purpose":"analytics","status":"denied",
+// "time":"...","source":"segment"}, keyed by the profile id.
+func consentRecord(pid uint32, purpose string, d Decision) engine.Record {
+	v, _ := json.Marshal(struct {
+		Type      string    `json:"type"`
+		ProfileID uint32    `json:"profile_id"`
+		Purpose   string    `json:"purpose"`
+		Status    string    `json:"status"`
+		Time      time.Time `json:"time"`
+		Source    string    `json:"source"`
+	}{"consent", pid, purpose, d.Status.String(), time.UnixMicro(d.Time).UTC(), d.Source.String()})
+	return engine.Record{Type: "consent", Key: strconv.AppendUint(nil, uint64(pid), 10), Value: v}
 }

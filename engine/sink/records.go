@@ -30,11 +30,15 @@ const (
 	// "profile_ids":[7],"identifiers":[{"type":"email","value":"..."}],
 	// "time":"..."}: a person was erased; delete what you hold about them.
 	RecordDeletion = "deletion"
+	// RecordConsent: {"type":"consent","profile_id":7,"purpose":"analytics",
+	// "status":"denied","time":"...","source":"segment"}: a person's
+	// consent for a purpose changed (as mParticle's consent notifications).
+	RecordConsent = "consent"
 	// HeaderRecordType names the control record type on Kafka.
 	HeaderRecordType = "cdp-record-type"
 )
 
-var recordTypes = []string{RecordMerge, RecordAudience, RecordDeletion}
+var recordTypes = []string{RecordMerge, RecordAudience, RecordDeletion, RecordConsent}
 
 // Record is one control record: Type, a Kafka key and the JSON value.
 type Record = engine.Record

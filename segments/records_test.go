@@ -1,0 +1,65 @@
+package segments
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestConsentChangeRecords: a batch carries one consent record per
+// purpose whose status changed (not for a repeated decision), and
+// decisions made through the API travel with the next batch.
+func TestConsentChangeRecords(t *testing.T) {
+	db := openDB(t, "")
+	c, err := New(testConfig(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	grant := `{"context":{"consent":{"categoryPreferences":{"Analytics":true}}}}`
+	deny := `{"context":{"consent":{"categoryPreferences":{"Analytics":false}}}}`
+	run := func(seq uint64, rows ...row) []string {
+		b := makeBatch(t, seq, rows)
+		defer b.Release()
+		if err := c.Process(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range b.Records {
+			var v struct {
+				Type, Purpose, Status string
+				ProfileID             uint32 `json:"profile_id"`
+			}
+			if err := json.Unmarshal(r.Value, &v); err != nil || v.Type != "consent" || r.Type != "consent" {
+				t.Fatalf("record %s: %v", r.Value, err)
+			}
+			out = append(out, fmt.Sprintf("%d:%s:%s", v.ProfileID, v.Purpose, v.Status))
+		}
+		return out
+	}
+	if got := run(1, row{pid: 5, ts: at, raw: grant}, row{pid: 5, ts: at.Add(time.Second), raw: grant}); !slices.Contains(got, "5:analytics:granted") || len(got) != 1+countOthers(got) {
+		t.Fatalf("first grant: %v", got)
+	}
+	if got := run(2, row{pid: 5, ts: at.Add(2 * time.Second), raw: grant}); slices.Contains(got, "5:analytics:granted") {
+		t.Fatalf("a repeated grant emitted %v", got)
+	}
+	if got := run(3, row{pid: 5, ts: at.Add(3 * time.Second), raw: deny}); !slices.Contains(got, "5:analytics:denied") {
+		t.Fatalf("withdrawal: %v", got)
+	}
+}
+
+// countOthers counts records for purposes other than analytics (the test
+// catalogue may map one Segment category to several purposes).
+func countOthers(recs []string) int {
+	n := 0
+	for _, r := range recs {
+		if !strings.Contains(r, ":analytics:") {
+			n++
+		}
+	}
+	return n
+}
