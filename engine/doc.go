@@ -12,7 +12,7 @@
 //	message_id    utf8      the event's messageId, or "cdp-" + 32 hex digits
 //	                        of SHA-256 of the raw bytes when it has none
 //	type          uint8     EventType: 1 identify, 2 track, 3 page, 4 screen,
-//	                        5 group, 6 alias
+//	                        5 group, 6 alias, 7 consent (cdpstream's own)
 //	event         utf8?     track event name (null for other types)
 //	timestamp     ts[us,UTC] timestamp, else originalTimestamp, else
 //	                        receivedAt, else the Kafka record time, else arrival

@@ -18,9 +18,14 @@ const (
 	TypeScreen
 	TypeGroup
 	TypeAlias
+	// TypeConsent is cdpstream's own record type on the input topic: a
+	// consent decision for the person it identifies, in any consent
+	// format's fields. It updates consent state and is never forwarded as
+	// an event (sink policies drop it, reason consent_record).
+	TypeConsent
 )
 
-var eventTypeNames = [...]string{"unknown", "identify", "track", "page", "screen", "group", "alias"}
+var eventTypeNames = [...]string{"unknown", "identify", "track", "page", "screen", "group", "alias", "consent"}
 
 // String returns the Segment name of t ("track", ...).
 func (t EventType) String() string {
@@ -30,8 +35,8 @@ func (t EventType) String() string {
 	return "unknown"
 }
 
-// ParseEventType maps a Segment type name to its EventType, TypeUnknown if
-// the name is not one of the six call types. It does not allocate.
+// ParseEventType maps a type name to its EventType: the six Segment call
+// types and "consent"; TypeUnknown otherwise. It does not allocate.
 func ParseEventType(b []byte) EventType {
 	switch string(b) {
 	case "identify":
@@ -46,6 +51,8 @@ func ParseEventType(b []byte) EventType {
 		return TypeGroup
 	case "alias":
 		return TypeAlias
+	case "consent":
+		return TypeConsent
 	}
 	return TypeUnknown
 }

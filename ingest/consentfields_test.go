@@ -80,3 +80,21 @@ func TestConsentFieldsColumnAndAllocs(t *testing.T) {
 		t.Fatalf("consent_fields column: %d rows, %d null", col.Len(), col.NullN())
 	}
 }
+
+// TestConsentRecordType: "consent" is a type only when the caller turned
+// consent records on (a consent catalogue is configured).
+func TestConsentRecordType(t *testing.T) {
+	rec := []byte(`{"type":"consent","userId":"u","context":{"gpc":true}}`)
+	off, _ := NewDecoder(DecodeConfig{})
+	if _, reason, _ := off.Decode(rec, time.Time{}); reason != ReasonUnknownType {
+		t.Fatalf("consent record without ConsentRecords: reason %q, want unknown_type", reason)
+	}
+	on, _ := NewDecoder(DecodeConfig{ConsentRecords: true, ConsentPaths: consentPaths})
+	ev, reason, _ := on.Decode(rec, time.Time{})
+	if reason != "" || ev.Type != engine.TypeConsent || string(ev.ConsentFields) != `{"context":{"gpc":true}}` {
+		t.Fatalf("consent record: reason %q, event %+v", reason, ev)
+	}
+	if _, reason, _ := on.Decode([]byte(`{"type":"consent","context":{"gpc":true}}`), time.Time{}); reason != ReasonMissingIdentity {
+		t.Fatalf("consent record without a person: reason %q", reason)
+	}
+}

@@ -77,6 +77,11 @@ type IdentifierSource struct {
 
 // DecodeConfig configures the event decoder.
 type DecodeConfig struct {
+	// ConsentRecords accepts records of type "consent" (set by the caller
+	// when a consent catalogue is configured; not read from YAML): they
+	// identify a person like any event and carry consent fields. Without
+	// it "consent" is an unknown type.
+	ConsentRecords bool `yaml:"-"`
 	// ConsentPaths are dotted JSON paths of consent-bearing fields (set by
 	// the caller from the consent catalogue, not read from YAML). The
 	// decoder copies them into the consent_fields column as one JSON object
@@ -195,12 +200,13 @@ type Decoder struct {
 	leafVals []*fastjson.Value // per trie leaf, resolved value of the current event
 	now      func() time.Time
 
-	ev      Event
-	f       fields
-	consent *consentNode // nil: no ConsentPaths
-	cbuf    []byte
-	num     []byte   // number text of ids, grows once
-	idBuf   [36]byte // generated message id
+	ev             Event
+	f              fields
+	consent        *consentNode // nil: no ConsentPaths
+	consentRecords bool
+	cbuf           []byte
+	num            []byte   // number text of ids, grows once
+	idBuf          [36]byte // generated message id
 }
 
 // pathNode is one segment of the identifier path trie. Paths sharing a
@@ -234,11 +240,12 @@ func NewDecoder(cfg DecodeConfig) (*Decoder, error) {
 		return nil, err
 	}
 	d := &Decoder{
-		maxBytes: cfg.MaxEventBytes,
-		maxIdent: cfg.MaxIdentifiers,
-		strict:   cfg.StrictJSON,
-		now:      time.Now,
-		num:      make([]byte, 0, 256),
+		consentRecords: cfg.ConsentRecords,
+		maxBytes:       cfg.MaxEventBytes,
+		maxIdent:       cfg.MaxIdentifiers,
+		strict:         cfg.StrictJSON,
+		now:            time.Now,
+		num:            make([]byte, 0, 256),
 	}
 	nleaves := 0
 	for _, s := range cfg.Identifiers {
@@ -525,7 +532,7 @@ func (d *Decoder) decodeType(ev *Event) (engine.Reason, string) {
 		return ReasonMissingType, "type: empty"
 	}
 	ev.Type = engine.ParseEventType(b)
-	if ev.Type == engine.TypeUnknown {
+	if ev.Type == engine.TypeUnknown || (ev.Type == engine.TypeConsent && !d.consentRecords) {
 		return ReasonUnknownType, "type: not one of identify, track, page, screen, group, alias"
 	}
 	return "", ""

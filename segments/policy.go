@@ -21,6 +21,9 @@ const (
 	// ReasonRudderStack: the RudderStack destination block filtered the
 	// event (its consentManagement denied the sink's consents).
 	ReasonRudderStack engine.Reason = "consent_denied_rudderstack"
+	// ReasonConsentRecord: the row is a consent record from the input
+	// topic (type "consent"), which updates state and is not forwarded.
+	ReasonConsentRecord engine.Reason = "consent_record"
 )
 
 // PolicyConfig is the consent block of one sink. Nothing is implicit:
@@ -166,6 +169,7 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 	pids := rec.Column(engine.ColProfileID).(*array.Uint32)
 	masks := rec.Column(engine.ColConsentMask).(*array.Uint64)
 	pidv, maskv := pids.Uint32Values(), masks.Uint64Values()
+	typv := rec.Column(engine.ColType).(*array.Uint8).Uint8Values()
 	var raws *array.Binary
 	if p.cfg.RudderStack != nil || p.by != byProfile {
 		raws = rec.Column(engine.ColRaw).(*array.Binary)
@@ -183,6 +187,14 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 	supp := !c.suppressed.IsEmpty()
 	for i := 0; i < n; i++ {
 		pid := pidv[i]
+		if engine.EventType(typv[i]) == engine.TypeConsent {
+			// A consent record on the input topic updates state; it is
+			// not an event to forward.
+			if drop != nil {
+				drop(i, ReasonConsentRecord)
+			}
+			continue
+		}
 		if supp && pid != 0 && c.suppressed.Contains(pid) {
 			p.dropRow(b, i, pid, ReasonSuppressed, drop)
 			continue

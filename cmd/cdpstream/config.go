@@ -140,6 +140,7 @@ func (c *Config) defaults() {
 		// The decoder cuts the consent fields out of each event, so the
 		// consent stage does not parse every event a second time.
 		c.Decode.ConsentPaths = c.Consent.Paths()
+		c.Decode.ConsentRecords = true
 	}
 	for i := range c.Sinks {
 		if c.Source.Kafka != nil {

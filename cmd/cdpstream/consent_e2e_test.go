@@ -15,8 +15,10 @@ import (
 )
 
 // TestConsentEndToEnd streams people who grant, withdraw and re-grant
-// analytics and advertising consent through kfake, and checks that each
-// sink receives exactly the events its policy allows, in order. The oracle
+// analytics and advertising consent through kfake (in their events and in
+// consent records of cdpstream's own type), and checks that each sink
+// receives exactly the events its policy allows, in order, and no consent
+// record. The oracle
 // is the policy evaluated per event in the test: a person's consent is the
 // latest decision seen so far; a sink keeps an event when, after it, the
 // person holds every purpose the sink needs.
@@ -37,10 +39,21 @@ func TestConsentEndToEnd(t *testing.T) {
 	var events [][]byte
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	b := func(v bool) *bool { return &v }
+	records := 0
 	for i := 0; i < n; i++ {
 		p := rng.IntN(people)
 		ts = ts.Add(time.Second)
 		id := fmt.Sprintf("m%05d", i)
+		if rng.IntN(20) == 0 {
+			// A consent record on the input topic: it changes the
+			// person's consent and reaches no sink.
+			an, ad := rng.IntN(2) == 0, rng.IntN(3) == 0
+			state[p] = decision{b(an), b(ad)}
+			records++
+			events = append(events, fmt.Appendf(nil, `{"type":"consent","userId":"person-%d","messageId":%q,"timestamp":%q,"context":{"consent":{"categoryPreferences":{"Analytics":%t,"Advertising":%t}}}}`,
+				p, id, ts.Format(time.RFC3339), an, ad))
+			continue
+		}
 		consent := ""
 		if rng.IntN(4) == 0 { // a new decision: grant, withdraw or re-grant
 			an, ad := rng.IntN(2) == 0, rng.IntN(3) == 0
@@ -56,6 +69,9 @@ func TestConsentEndToEnd(t *testing.T) {
 		if d := state[p]; d.ads != nil && *d.ads {
 			wantAds = append(wantAds, id)
 		}
+	}
+	if records == 0 {
+		t.Fatal("no consent records in the stream")
 	}
 	if len(wantAnalytics) == 0 || len(wantAnalytics) == n || len(wantAds) == 0 {
 		t.Fatalf("stream does not exercise the policies: %d analytics, %d ads of %d", len(wantAnalytics), len(wantAds), n)
@@ -120,8 +136,8 @@ http: {addr: "127.0.0.1:0"}
 		checkSame(t, f.name, f.want, got)
 	}
 	st := a.runner.Stats()
-	if st.Dropped[0] != uint64(n-len(wantAnalytics)) || st.Dropped[1] != uint64(n-len(wantAds)) || st.Dropped[2] != 0 {
-		t.Errorf("dropped counts %v, want [%d %d 0]", st.Dropped, n-len(wantAnalytics), n-len(wantAds))
+	if st.Dropped[0] != uint64(n-len(wantAnalytics)) || st.Dropped[1] != uint64(n-len(wantAds)) || st.Dropped[2] != uint64(records) {
+		t.Errorf("dropped counts %v, want [%d %d %d]", st.Dropped, n-len(wantAnalytics), n-len(wantAds), records)
 	}
 }
 
