@@ -37,10 +37,14 @@ type Config struct {
 	// "merge" (profile merges, for re-keying downstream), "audience"
 	// (audience entries and exits), "deletion" (erasure notices). Default none.
 	// Kafka, NDJSON and stdout sinks can carry them.
-	Records []string      `yaml:"records,omitempty"`
-	Kafka   *KafkaConfig  `yaml:"kafka,omitempty"`
-	File    *FileConfig   `yaml:"file,omitempty"`
-	Stdout  *StdoutConfig `yaml:"stdout,omitempty"`
+	Records []string `yaml:"records,omitempty"`
+	// Minimize limits what of each event the sink sees: allow/deny JSON
+	// paths and SHA-256 of chosen fields. Kafka, NDJSON and stdout sinks
+	// (they write the raw event); not Arrow files.
+	Minimize *MinimizeConfig `yaml:"minimize,omitempty"`
+	Kafka    *KafkaConfig    `yaml:"kafka,omitempty"`
+	File     *FileConfig     `yaml:"file,omitempty"`
+	Stdout   *StdoutConfig   `yaml:"stdout,omitempty"`
 }
 
 // KafkaConfig is a Kafka topic sink.
@@ -183,6 +187,14 @@ func (c *Config) Validate() error {
 		}
 		if c.File != nil && c.File.Format == FormatArrow {
 			return fmt.Errorf("records[%d]: an arrow file cannot carry control records", i)
+		}
+	}
+	if !c.Minimize.empty() {
+		if c.File != nil && c.File.Format == FormatArrow {
+			return errors.New("minimize: an arrow file carries every column; minimise with an ndjson file, kafka or stdout sink")
+		}
+		if err := c.Minimize.Validate(); err != nil {
+			return prefix("minimize.", err)
 		}
 	}
 	if c.Events != nil && !*c.Events && len(c.Records) == 0 {
@@ -331,7 +343,16 @@ func New(cfg Config) (engine.Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := route(s, cfg)
+	events := s
+	if !cfg.Minimize.empty() {
+		m, err := NewMinimizer(*cfg.Minimize)
+		if err != nil {
+			s.Close()
+			return nil, prefix("minimize.", err)
+		}
+		events = &minimized{Sink: s, m: m}
+	}
+	r, err := route(events, s, cfg)
 	if err != nil {
 		s.Close()
 		return nil, err

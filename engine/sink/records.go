@@ -175,13 +175,14 @@ func (r *routed) Ping(ctx context.Context) error {
 	return nil
 }
 
-// route applies cfg.Events and cfg.Records to s.
-func route(s engine.Sink, cfg Config) (engine.Sink, error) {
+// route applies cfg.Events and cfg.Records: events go to s (possibly a
+// minimising wrapper), control records to base.
+func route(s, base engine.Sink, cfg Config) (engine.Sink, error) {
 	events := cfg.Events == nil || *cfg.Events // Validate: false needs records
 	if len(cfg.Records) == 0 {
 		return s, nil
 	}
-	rw, ok := s.(RecordWriter)
+	rw, ok := base.(RecordWriter)
 	if !ok {
 		return nil, fmt.Errorf("records: a %s sink cannot carry control records (use kafka, an ndjson file or stdout)", kindOf(cfg))
 	}
