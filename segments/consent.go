@@ -31,6 +31,7 @@ type Consent struct {
 
 	mu         sync.RWMutex
 	changes    []engine.Record // consent-change records for the next batch
+	records    bool            // WithChangeRecords
 	profiles   map[uint32]*profile
 	granted    [MaxPurposes]*roaring.Bitmap
 	denied     [MaxPurposes]*roaring.Bitmap
@@ -63,6 +64,11 @@ type Option func(*Consent)
 // WithClock sets the clock used for expiry (default time.Now); tests use
 // it to step time.
 func WithClock(now func() time.Time) Option { return func(c *Consent) { c.now = now } }
+
+// WithChangeRecords makes Process attach a consent-change record to the
+// batch for every status change (for sinks listing records: [consent]).
+// Off by default: encoding them costs time nobody needs when no sink asks.
+func WithChangeRecords() Option { return func(c *Consent) { c.records = true } }
 
 // WithAllocator sets the Arrow allocator of the consent_mask column
 // (default memory.DefaultAllocator).
@@ -207,11 +213,16 @@ func (c *Consent) apply(pid uint32, bit int, d Decision, now int64) bool {
 			return false
 		}
 	}
-	if !had || prev.Status != d.Status {
+	if c.records && (!had || prev.Status != d.Status) {
 		c.changes = append(c.changes, consentRecord(pid, c.cat.purposeName(bit), d))
 	}
 	p.put(bit, d)
-	c.setBits(pid, p, bit, d, now)
+	// A later decision with the same status and no expiry (the person's
+	// preferences repeated on every event, the common case) only moves
+	// the timestamp: the bitmaps already say the same.
+	if !had || prev.Status != d.Status || prev.Expires != 0 || d.Expires != 0 {
+		c.setBits(pid, p, bit, d, now)
+	}
 	c.dirty[pid] = struct{}{}
 	c.m.decision(bit, d.Source, d.Status)
 	return true

@@ -15,7 +15,7 @@ import (
 // decisions made through the API travel with the next batch.
 func TestConsentChangeRecords(t *testing.T) {
 	db := openDB(t, "")
-	c, err := New(testConfig(), db, nil)
+	c, err := New(testConfig(), db, nil, WithChangeRecords())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -102,7 +103,14 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	}
 	stages := []engine.Stage{resolve}
 	if cfg.consentOn() {
-		if a.consent, err = segments.New(cfg.Consent, a.db, a.reg); err != nil {
+		var opts []segments.Option
+		for _, sc := range cfg.Sinks {
+			if slices.Contains(sc.Records, sink.RecordConsent) {
+				opts = append(opts, segments.WithChangeRecords())
+				break
+			}
+		}
+		if a.consent, err = segments.New(cfg.Consent, a.db, a.reg, opts...); err != nil {
 			return a, err
 		}
 		stages = append(stages, a.consent)

@@ -39,7 +39,17 @@ func TestConsentEndToEnd(t *testing.T) {
 	var events [][]byte
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	b := func(v bool) *bool { return &v }
-	records := 0
+	records, changes := 0, 0
+	decide := func(p int, an, ad bool) {
+		old := state[p]
+		if old.analytics == nil || *old.analytics != an {
+			changes++
+		}
+		if old.ads == nil || *old.ads != ad {
+			changes++
+		}
+		state[p] = decision{b(an), b(ad)}
+	}
 	for i := 0; i < n; i++ {
 		p := rng.IntN(people)
 		ts = ts.Add(time.Second)
@@ -48,7 +58,7 @@ func TestConsentEndToEnd(t *testing.T) {
 			// A consent record on the input topic: it changes the
 			// person's consent and reaches no sink.
 			an, ad := rng.IntN(2) == 0, rng.IntN(3) == 0
-			state[p] = decision{b(an), b(ad)}
+			decide(p, an, ad)
 			records++
 			events = append(events, fmt.Appendf(nil, `{"type":"consent","userId":"person-%d","messageId":%q,"timestamp":%q,"context":{"consent":{"categoryPreferences":{"Analytics":%t,"Advertising":%t}}}}`,
 				p, id, ts.Format(time.RFC3339), an, ad))
@@ -57,7 +67,7 @@ func TestConsentEndToEnd(t *testing.T) {
 		consent := ""
 		if rng.IntN(4) == 0 { // a new decision: grant, withdraw or re-grant
 			an, ad := rng.IntN(2) == 0, rng.IntN(3) == 0
-			state[p] = decision{b(an), b(ad)}
+			decide(p, an, ad)
 			consent = fmt.Sprintf(`,"context":{"consent":{"categoryPreferences":{"Analytics":%t,"Advertising":%t}}}`, an, ad)
 		}
 		events = append(events, fmt.Appendf(nil, `{"type":"track","event":"Viewed","userId":"person-%d","messageId":%q,"timestamp":%q%s}`,
@@ -89,7 +99,7 @@ func TestConsentEndToEnd(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	adsFile, allFile := filepath.Join(dir, "ads.ndjson"), filepath.Join(dir, "all.ndjson")
+	adsFile, allFile, changesFile := filepath.Join(dir, "ads.ndjson"), filepath.Join(dir, "all.ndjson"), filepath.Join(dir, "changes.ndjson")
 	cfg, err := parseConfig(fmt.Appendf(nil, `
 data_dir: %s
 log: {level: warn}
@@ -106,9 +116,10 @@ sinks:
   - {name: ads, file: {path: %s},
      consent: {purposes: [advertising], require: all, unknown: deny, decide_by: profile}}
   - {name: all, file: {path: %s}, consent: {}}
+  - {name: changes, events: false, records: [consent], file: {path: %s}}
 dead_letter: {kafka: {topic: dlq}}
 http: {addr: "127.0.0.1:0"}
-`, dir, brokers[0], adsFile, allFile))
+`, dir, brokers[0], adsFile, allFile, changesFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +145,15 @@ http: {addr: "127.0.0.1:0"}
 			got = append(got, messageID(t, line))
 		}
 		checkSame(t, f.name, f.want, got)
+	}
+	// One consent-change record per person and purpose whose status
+	// changed (the first decision included).
+	data, err := os.ReadFile(changesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(splitLines(data)); got != changes {
+		t.Errorf("%d consent-change records, want %d", got, changes)
 	}
 	st := a.runner.Stats()
 	if st.Dropped[0] != uint64(n-len(wantAnalytics)) || st.Dropped[1] != uint64(n-len(wantAds)) || st.Dropped[2] != uint64(records) {
