@@ -244,7 +244,19 @@ type extractor struct {
 	cache  *stringCache
 	keyBuf []byte
 	errs   [4]uint64 // decode errors by format: tcf, gpp, usp, other
+	// memo maps small consent payloads (the decoder's consent_fields
+	// cut-outs) to what they decode to: people send the same few
+	// preference objects over and over, so most events skip the parse.
+	memo map[string]eventConsent
 }
+
+// memoMax bounds the payload memo (entries of about 600 bytes); memoLen is
+// the largest payload memoised (cut-outs are small; whole events are
+// unique, so memoising them would only churn).
+const (
+	memoMax = 4096
+	memoLen = 512
+)
 
 const (
 	errTCF = iota
@@ -271,13 +283,37 @@ func (x *extractor) extract(raw []byte, ts int64, e *eventConsent) bool {
 	if !x.hasConsent(raw) {
 		return true
 	}
+	if m, ok := x.memo[string(raw)]; ok {
+		*e = m
+		return true
+	}
 	v, err := x.p.ParseBytes(raw)
 	if err != nil || v.Type() != fastjson.TypeObject {
 		x.errs[errJSON]++
 		return false
 	}
 	x.extractValue(v, ts, e)
+	if len(raw) <= memoLen && e.ownTimes() == 0 {
+		// Payloads whose decisions carry their own times (mParticle)
+		// are not memoised: the times would be replayed on later events.
+		if x.memo == nil || len(x.memo) >= memoMax {
+			x.memo = make(map[string]eventConsent, 256)
+		}
+		x.memo[string(raw)] = *e
+	}
 	return true
+}
+
+// ownTimes counts the known purposes whose decision carries a time of its
+// own rather than the event's.
+func (e *eventConsent) ownTimes() int {
+	n := 0
+	for b := e.known; b != 0; b &= b - 1 {
+		if e.ts[tz(b)] != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func (x *extractor) extractValue(v *fastjson.Value, ts int64, e *eventConsent) {

@@ -117,8 +117,16 @@ func TestIABInEvents(t *testing.T) {
 	if d, _ := c.profiles[5].get(0); d.Time != 5_000_000 || d.Source != SourceMParticle {
 		t.Errorf("mParticle timestamp not used: %+v", d)
 	}
-	if c.x.cache.hits != 1 {
-		t.Errorf("decoded-string cache hits %d, want 1", c.x.cache.hits)
+	// Row 6 repeats row 1's payload byte for byte: the payload memo
+	// answers it, so its TC string is decoded once in all.
+	if c.x.cache.miss != 3 || c.x.cache.hits != 0 { // the TC, GPP and US Privacy strings
+		t.Errorf("decoded-string cache: %d misses, %d hits; want 3 and 0 (the memo answers the repeat)", c.x.cache.miss, c.x.cache.hits)
+	}
+	if _, ok := c.x.memo[`{"context":{"consent":{"tcString":"`+tc+`"}}}`]; !ok {
+		t.Error("the repeated payload is not in the memo")
+	}
+	if _, ok := c.x.memo[`{"consent_state":{"gdpr":{"analytics":{"consented":true,"timestamp_unixtime_ms":5000}},"ccpa":{"data_sale_opt_out":{"consented":true}}}}`]; ok {
+		t.Error("a payload with its own decision times was memoised")
 	}
 }
 
