@@ -126,14 +126,8 @@ func (s *ArrowIPC) Name() string { return s.name }
 // fragmented into more than maxSliceRuns runs, then the selected rows are
 // copied into one record. Calls are serialised.
 func (s *ArrowIPC) Write(ctx context.Context, b *engine.Batch, sel []int) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	n := b.Rows()
-	if n == 0 || (sel != nil && len(sel) == 0) {
-		return nil
-	}
-	if err := checkSel(sel, n); err != nil {
+	_, ok, err := begin(ctx, b, sel)
+	if !ok {
 		return err
 	}
 	s.mu.Lock()

@@ -70,14 +70,8 @@ func (s *NDJSON) Name() string { return s.name }
 // Write appends the raw event of every selected row and a newline, flushes
 // and, with sync on, fsyncs before returning. Calls are serialised.
 func (s *NDJSON) Write(ctx context.Context, b *engine.Batch, sel []int) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	n := b.Rows()
-	if n == 0 || (sel != nil && len(sel) == 0) {
-		return nil
-	}
-	if err := checkSel(sel, n); err != nil {
+	n, ok, err := begin(ctx, b, sel)
+	if !ok {
 		return err
 	}
 	raw, err := columnAs[*array.Binary](b, engine.ColRaw)

@@ -3,6 +3,7 @@ package sink
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 
@@ -13,6 +14,23 @@ import (
 
 // errClosed is returned by Write after Close.
 var errClosed = errors.New("sink: closed")
+
+// begin checks a Write's arguments: ctx still live, rows to write, sel in
+// range. It returns the batch's row count and false, with a nil error,
+// when there is nothing to write.
+func begin(ctx context.Context, b *engine.Batch, sel []int) (n int, ok bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, false, err
+	}
+	n = b.Rows()
+	if n == 0 || (sel != nil && len(sel) == 0) {
+		return n, false, nil
+	}
+	if err := checkSel(sel, n); err != nil {
+		return n, false, err
+	}
+	return n, true, nil
+}
 
 // checkSel reports whether sel is a valid selection of n rows. sel is
 // ascending by contract, so its ends bound every index.

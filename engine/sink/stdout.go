@@ -40,14 +40,8 @@ func (s *Stdout) Name() string { return s.name }
 // Write writes one line per selected row and flushes. Calls are
 // serialised.
 func (s *Stdout) Write(ctx context.Context, b *engine.Batch, sel []int) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	n := b.Rows()
-	if n == 0 || (sel != nil && len(sel) == 0) {
-		return nil
-	}
-	if err := checkSel(sel, n); err != nil {
+	n, ok, err := begin(ctx, b, sel)
+	if !ok {
 		return err
 	}
 	raw, err := columnAs[*array.Binary](b, engine.ColRaw)
