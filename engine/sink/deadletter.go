@@ -212,15 +212,9 @@ func (s *FileDeadLetter) WriteDead(ctx context.Context, dead []engine.DeadLetter
 			return s.err
 		}
 	}
-	if err := s.bw.Flush(); err != nil {
-		s.err = fmt.Errorf("dead-letter: cannot write %s: %w", s.path, err)
-		return s.err
-	}
-	if s.sync {
-		if err := s.f.Sync(); err != nil {
-			s.err = fmt.Errorf("dead-letter: cannot sync %s: %w", s.path, err)
-			return s.err
-		}
+	if err := flushSync("dead-letter", "", s.path, s.bw, s.f, s.sync); err != nil {
+		s.err = err
+		return err
 	}
 	return nil
 }

@@ -91,15 +91,9 @@ func (s *NDJSON) Write(ctx context.Context, b *engine.Batch, sel []int) error {
 	for _, i := range rows {
 		writeLine(s.bw, raw.Value(i))
 	}
-	if err := s.bw.Flush(); err != nil {
-		s.err = fmt.Errorf("sink %s: cannot write %s: %w", s.name, s.path, err)
-		return s.err
-	}
-	if s.sync {
-		if err := s.f.Sync(); err != nil {
-			s.err = fmt.Errorf("sink %s: cannot sync %s: %w", s.name, s.path, err)
-			return s.err
-		}
+	if err := flushSync("sink", s.name, s.path, s.bw, s.f, s.sync); err != nil {
+		s.err = err
+		return err
 	}
 	return nil
 }

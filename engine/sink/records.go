@@ -103,15 +103,9 @@ func (s *NDJSON) WriteRecords(ctx context.Context, recs []Record) error {
 	for _, r := range recs {
 		writeLine(s.bw, r.Value)
 	}
-	if err := s.bw.Flush(); err != nil {
-		s.err = fmt.Errorf("sink %s: cannot write %s: %w", s.name, s.path, err)
-		return s.err
-	}
-	if s.sync {
-		if err := s.f.Sync(); err != nil {
-			s.err = fmt.Errorf("sink %s: cannot sync %s: %w", s.name, s.path, err)
-			return s.err
-		}
+	if err := flushSync("sink", s.name, s.path, s.bw, s.f, s.sync); err != nil {
+		s.err = err
+		return err
 	}
 	return nil
 }

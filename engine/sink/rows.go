@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 
@@ -110,4 +111,27 @@ func writeLine(w *bufio.Writer, raw []byte) {
 		}
 	}
 	w.WriteByte('\n')
+}
+
+// flushSync hands what bw buffers to f and, with sync, to the disk: the
+// point at which a file sink may acknowledge. Errors name the writer as
+// "kind name" (name may be empty); the name is only formatted on error, so
+// the success path does not allocate.
+func flushSync(kind, name, path string, bw *bufio.Writer, f *os.File, sync bool) error {
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("%s: cannot write %s: %w", who(kind, name), path, err)
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("%s: cannot sync %s: %w", who(kind, name), path, err)
+		}
+	}
+	return nil
+}
+
+func who(kind, name string) string {
+	if name == "" {
+		return kind
+	}
+	return kind + " " + name
 }
