@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,24 +24,17 @@ Flags of every subcommand: -addr URL (env CDPSTREAM_ADDR), -token T (env CDPSTRE
 
 // cmdAudience is the terminal face of the audience endpoints.
 func cmdAudience(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, audienceUsage)
-		return usageError{errors.New("missing subcommand")}
+	cmd, err := newAPICommand("audience", audienceUsage, args, stderr)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("audience "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr, token := clientFlags(fs)
+	sub, fs := cmd.sub, cmd.fs
 	file := fs.String("f", "", "create: file with the JSON definition (- for standard input)")
 	cursor := fs.String("cursor", "", "members: continue after this cursor")
 	limit := fs.Int("limit", 0, "members: at most this many (0: the server's default)")
 	withMembers := fs.Bool("members", false, "query: also list the members")
 	as := fs.String("as", "", "members: also list each member's values of this identifier type (email, user_id, ...)")
-	pos, err := parseInterspersed(fs, args[1:])
-	if err != nil {
-		return err
-	}
-	c, err := newAPIClient(*addr, *token)
+	pos, c, err := cmd.parse(args[1:])
 	if err != nil {
 		return err
 	}
@@ -116,6 +108,5 @@ func cmdAudience(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		}
 		return c.do(ctx, http.MethodPost, "/v1/query", map[string]any{"expression": expr, "members": *withMembers}, stdout)
 	}
-	fmt.Fprint(stderr, audienceUsage)
-	return usageError{fmt.Errorf("unknown subcommand %q", sub)}
+	return cmd.unknown()
 }

@@ -24,6 +24,45 @@ type apiClient struct {
 	http  *http.Client
 }
 
+// apiCommand is the frame every command talking to the HTTP API shares:
+// the subcommand, its flag set with -addr and -token, the usage text.
+type apiCommand struct {
+	sub, usage  string
+	stderr      io.Writer
+	fs          *flag.FlagSet
+	addr, token *string
+}
+
+// newAPICommand starts "cdpstream group sub ...": args[0] is the
+// subcommand. The caller adds its own flags to fs, then calls parse.
+func newAPICommand(group, usage string, args []string, stderr io.Writer) (*apiCommand, error) {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return nil, usageError{errors.New("missing subcommand")}
+	}
+	a := &apiCommand{sub: args[0], usage: usage, stderr: stderr, fs: flag.NewFlagSet(group+" "+args[0], flag.ContinueOnError)}
+	a.fs.SetOutput(stderr)
+	a.addr, a.token = clientFlags(a.fs)
+	return a, nil
+}
+
+// parse reads the flags (anywhere among the arguments) and returns the
+// positional arguments and a client for -addr and -token.
+func (a *apiCommand) parse(args []string) ([]string, *apiClient, error) {
+	pos, err := parseInterspersed(a.fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := newAPIClient(*a.addr, *a.token)
+	return pos, c, err
+}
+
+// unknown reports a subcommand the group does not have.
+func (a *apiCommand) unknown() error {
+	fmt.Fprint(a.stderr, a.usage)
+	return usageError{fmt.Errorf("unknown subcommand %q", a.sub)}
+}
+
 // clientFlags adds -addr and -token to fs.
 func clientFlags(fs *flag.FlagSet) (addr, token *string) {
 	defAddr := os.Getenv("CDPSTREAM_ADDR")
@@ -98,21 +137,15 @@ Flags of every subcommand: -addr URL (env CDPSTREAM_ADDR), -token T (env CDPSTRE
 
 // cmdProfile is the terminal face of the identity endpoints.
 func cmdProfile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, profileUsage)
-		return usageError{errors.New("missing subcommand")}
+	cmd, err := newAPICommand("profile", profileUsage, args, stderr)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("profile "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr, token := clientFlags(fs)
+	sub, fs := cmd.sub, cmd.fs
 	typ := fs.String("type", "", "identifier type (email, user_id, anonymous_id, phone, device_id, ...)")
 	value := fs.String("value", "", "identifier value (as sent in events; normalised by the server)")
 	id := fs.Uint("id", 0, "profile id")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	c, err := newAPIClient(*addr, *token)
+	_, c, err := cmd.parse(args[1:])
 	if err != nil {
 		return err
 	}
@@ -141,8 +174,7 @@ func cmdProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return c.do(ctx, http.MethodPost, "/v1/profiles/split", map[string]uint{"profile_id": *id}, stdout)
 	}
-	fmt.Fprint(stderr, profileUsage)
-	return usageError{fmt.Errorf("unknown subcommand %q", sub)}
+	return cmd.unknown()
 }
 
 // parseInterspersed parses flags wherever they stand among the positional

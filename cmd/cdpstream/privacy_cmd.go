@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,25 +28,18 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 // cmdPrivacy is the terminal face of the OpenDSR endpoints.
 func cmdPrivacy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, privacyUsage)
-		return usageError{errors.New("missing subcommand")}
+	cmd, err := newAPICommand("privacy", privacyUsage, args, stderr)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("privacy "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr, token := clientFlags(fs)
+	sub, fs := cmd.sub, cmd.fs
 	typ := fs.String("type", "", "submit: request type")
 	regulation := fs.String("regulation", "gdpr", "submit: gdpr or ccpa")
 	id := fs.String("id", "", "submit: subject_request_id (default: a new random UUID)")
 	var identities, callbacks multiFlag
 	fs.Var(&identities, "identity", "submit: TYPE:VALUE, repeatable")
 	fs.Var(&callbacks, "callback", "submit: status callback URL, repeatable")
-	pos, err := parseInterspersed(fs, args[1:])
-	if err != nil {
-		return err
-	}
-	c, err := newAPIClient(*addr, *token)
+	pos, c, err := cmd.parse(args[1:])
 	if err != nil {
 		return err
 	}
@@ -92,8 +84,7 @@ func cmdPrivacy(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return c.do(ctx, http.MethodDelete, "/opendsr/requests/"+rid, nil, stdout)
 	}
-	fmt.Fprint(stderr, privacyUsage)
-	return usageError{fmt.Errorf("unknown subcommand %q", sub)}
+	return cmd.unknown()
 }
 
 // newUUID returns a random (version 4) UUID.
