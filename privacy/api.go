@@ -16,6 +16,7 @@ type Route = engine.Route
 // Routes returns the OpenDSR endpoints:
 //
 //	POST   /opendsr/requests          submit (201; same request again: the same answer)
+//	GET    /opendsr/requests          list, newest first (?status, ?type, ?limit, ?cursor; cdpstream's extension)
 //	GET    /opendsr/requests/{id}     status
 //	DELETE /opendsr/requests/{id}     cancel while pending (202; 409 after)
 //	GET    /opendsr/discovery         identities, types, certificate url (public)
@@ -28,6 +29,7 @@ type Route = engine.Route
 func (s *Service) Routes() []Route {
 	return []Route{
 		{Method: http.MethodPost, Path: "/opendsr/requests", Scope: engine.ScopePrivacyWrite, Personal: true, Handler: http.HandlerFunc(s.serveSubmit)},
+		{Method: http.MethodGet, Path: "/opendsr/requests", Scope: engine.ScopePrivacyWrite, Personal: false, Handler: http.HandlerFunc(s.serveList)},
 		{Method: http.MethodGet, Path: "/opendsr/requests/{id}", Scope: engine.ScopePrivacyWrite, Personal: false, Handler: http.HandlerFunc(s.serveStatus)},
 		{Method: http.MethodDelete, Path: "/opendsr/requests/{id}", Scope: engine.ScopePrivacyWrite, Personal: false, Handler: http.HandlerFunc(s.serveCancel)},
 		{Method: http.MethodGet, Path: "/opendsr/discovery", Scope: "", Personal: false, Handler: http.HandlerFunc(s.serveDiscovery)},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 func TestLifecycle(t *testing.T) {
 	datadriven.Walk(t, "testdata/lifecycle", func(t *testing.T, path string) {
 		var e *env
+		var next string // next_cursor of the last list
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
 			switch d.Cmd {
 			case "new":
@@ -51,6 +53,24 @@ func TestLifecycle(t *testing.T) {
 				return show(e, code, h, b, body)
 			case "get":
 				code, h, b := e.do("GET", "/opendsr/requests/"+idArg(t, d), nil)
+				return show(e, code, h, b, nil)
+			case "list":
+				// list [status=S] [type=T] [limit=N] [more]: more continues
+				// from the previous listing's next_cursor.
+				q := url.Values{}
+				for _, a := range d.CmdArgs {
+					switch a.Key {
+					case "more":
+						q.Set("cursor", next)
+					default:
+						q.Set(a.Key, a.Vals[0])
+					}
+				}
+				code, h, b := e.do("GET", "/opendsr/requests?"+q.Encode(), nil)
+				var l Listing
+				if json.Unmarshal(b, &l) == nil {
+					next = l.Next
+				}
 				return show(e, code, h, b, nil)
 			case "cancel":
 				code, h, b := e.do("DELETE", "/opendsr/requests/"+idArg(t, d), nil)

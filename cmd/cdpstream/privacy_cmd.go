@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -18,6 +19,9 @@ const privacyUsage = `Usage:
         (email, controller_customer_id, ios_advertising_id, ...); prints the request's receipt
   cdpstream privacy status ID            the request's status (and results_url when ready)
   cdpstream privacy cancel ID            cancel a pending request
+  cdpstream privacy list [-status S] [-type T] [-limit N] [-cursor C]
+        requests newest first, as JSON with next_cursor when more remain; S: pending,
+        in_progress, completed, cancelled
 Flags of every subcommand: -addr URL (env CDPSTREAM_ADDR), -token T (env CDPSTREAM_TOKEN, scope privacy:write).
 `
 
@@ -33,7 +37,10 @@ func cmdPrivacy(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	sub, fs := cmd.sub, cmd.fs
-	typ := fs.String("type", "", "submit: request type")
+	typ := fs.String("type", "", "submit: request type; list: only this type")
+	status := fs.String("status", "", "list: only this status")
+	limit := fs.Int("limit", 0, "list: page size (default 100, at most 1000)")
+	cur := fs.String("cursor", "", "list: next_cursor of the previous page")
 	regulation := fs.String("regulation", "gdpr", "submit: gdpr or ccpa")
 	id := fs.String("id", "", "submit: subject_request_id (default: a new random UUID)")
 	var identities, callbacks multiFlag
@@ -77,6 +84,17 @@ func cmdPrivacy(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		return c.do(ctx, http.MethodGet, "/opendsr/requests/"+rid, nil, stdout)
+	case "list":
+		q := url.Values{}
+		for k, v := range map[string]string{"type": *typ, "status": *status, "cursor": *cur} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		if *limit != 0 {
+			q.Set("limit", strconv.Itoa(*limit))
+		}
+		return c.do(ctx, http.MethodGet, "/opendsr/requests?"+q.Encode(), nil, stdout)
 	case "cancel":
 		rid, err := one()
 		if err != nil {

@@ -132,6 +132,14 @@ http:
 	if code := cli([]string{"privacy", "status", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 0 || !strings.Contains(cliOut.String(), "completed") {
 		t.Fatalf("privacy status: exit %d: %s%s", code, cliOut.String(), cliErr.String())
 	}
+	cliOut.Reset()
+	if code := cli([]string{"privacy", "list", "-type", "suppress", "-status", "completed", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 0 ||
+		!strings.Contains(cliOut.String(), `"6ba7b810-9dad-11d1-80b4-00c04fd430c8"`) || strings.Contains(cliOut.String(), "cust-123") {
+		t.Fatalf("privacy list: exit %d: %s%s (want the request, without its identity)", code, cliOut.String(), cliErr.String())
+	}
+	if code := cli([]string{"privacy", "list", "-status", "finished", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 1 || !strings.Contains(cliErr.String(), "status") {
+		t.Fatalf("privacy list -status finished: exit %d, stderr %q; want 1 naming status", code, cliErr.String())
+	}
 	if code := cli([]string{"privacy", "cancel", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 1 {
 		t.Fatalf("cancel of a completed request: exit %d, want 1 (refused)", code)
 	}
