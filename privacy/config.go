@@ -49,6 +49,25 @@ type Config struct {
 	// CA-issued one in production).
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// Retention erases profiles nobody has seen for a while.
+	Retention RetentionConfig `yaml:"retention"`
+}
+
+// RetentionConfig configures automatic erasure of inactive profiles. Each
+// sweep lists live profiles last seen before now - InactiveAfter and
+// erases up to Batch of them through one internal erasure request (origin
+// "retention", actor "retention"): the same steps, deletion notices and
+// audit entries as a data subject's erasure. The next sweep waits until
+// that request finished.
+type RetentionConfig struct {
+	// InactiveAfter is how long a profile may go unseen; 0 (default) turns
+	// retention off. "Seen" is the newest last-seen time of its
+	// identifiers, which the identity graph keeps to identity.touch_interval.
+	InactiveAfter time.Duration `yaml:"inactive_after"`
+	// Interval between sweeps. Default 1h.
+	Interval time.Duration `yaml:"interval"`
+	// Batch is the most profiles one retention request erases. Default 1000.
+	Batch int `yaml:"batch"`
 }
 
 // CallbackConfig bounds status-callback delivery.
@@ -96,6 +115,12 @@ func (c *Config) Defaults() {
 	if c.Callbacks.Backoff == 0 {
 		c.Callbacks.Backoff = time.Second
 	}
+	if c.Retention.Interval == 0 {
+		c.Retention.Interval = time.Hour
+	}
+	if c.Retention.Batch == 0 {
+		c.Retention.Batch = 1000
+	}
 	if c.Callbacks.MaxBackoff == 0 {
 		c.Callbacks.MaxBackoff = time.Minute
 	}
@@ -119,13 +144,17 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{{"waiting_period", c.WaitingPeriod}, {"expected_duration", c.ExpectedDuration}, {"results_ttl", c.ResultsTTL},
 		{"poll_interval", c.PollInterval}, {"retry_backoff", c.RetryBackoff}, {"callbacks.timeout", c.Callbacks.Timeout},
-		{"callbacks.backoff", c.Callbacks.Backoff}, {"callbacks.max_backoff", c.Callbacks.MaxBackoff}} {
+		{"callbacks.backoff", c.Callbacks.Backoff}, {"callbacks.max_backoff", c.Callbacks.MaxBackoff},
+		{"retention.inactive_after", c.Retention.InactiveAfter}, {"retention.interval", c.Retention.Interval}} {
 		if d.v < 0 {
 			return fmt.Errorf("%s: must be >= 0", d.name)
 		}
 	}
 	if c.Callbacks.Attempts < 1 {
 		return errors.New("callbacks.attempts: must be >= 1")
+	}
+	if c.Retention.Batch < 1 {
+		return errors.New("retention.batch: must be >= 1")
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return errors.New("cert_file, key_file: set both or neither")

@@ -12,11 +12,11 @@
 //     engine.Auditor (pass it to engine.WithAuditor) so every call to a
 //     personal route lands in the trail; WithMirror hands each committed
 //     entry to a hook (a Kafka producer).
-//   - Service (New): Submit, Get, Cancel, Step, Run; Routes/Mount/Handler
+//   - Service (New): Submit, Get, Cancel, List, Retain, Step, Run; Routes/Mount/Handler
 //     serve the API. Config (YAML block "privacy") has defaults and
 //     Validate.
 //   - Work: Subjects (required), Erasers, Suppressor, Exporters,
-//     DeletionNotifiers, Rectifier. A type whose components are missing is
+//     DeletionNotifiers, Rectifier, Inactive (retention). A type whose components are missing is
 //     refused at submission and not listed by discovery.
 //
 // # Lifecycle
@@ -46,6 +46,25 @@
 // When a request finishes, its record keeps keyed hashes of the
 // identities, the profile ids and the times; the identity values and the
 // rectification are dropped.
+//
+// Listing (GET /opendsr/requests, cdpstream's extension): newest received
+// first, filtered by status and type, pages of limit (default 100, at most
+// 1000) with an opaque next_cursor; entries carry id, type, regulation,
+// status, controller, times and origin, never identities. It reads every
+// request record.
+//
+// # Retention
+//
+// With Retention.InactiveAfter set, Run calls Retain every
+// Retention.Interval: it asks Work.Inactive for live profiles last seen
+// before now - InactiveAfter and stores one erasure request for up to
+// Retention.Batch of them (origin "retention", actor "retention",
+// regulation "retention", no identities: the profiles are preset, id a
+// SHA-256-derived UUID of time and profiles). The request then runs like
+// any erasure: deletion notices, every Eraser, each step audited, listed
+// by GET /opendsr/requests. The next sweep waits until it finished (0x39
+// 0x01 names it), so a backlog drains a batch per interval. A profile
+// seen again between the sweep and the request's run is still erased.
 //
 // # Callbacks, signatures, exports
 //
@@ -80,6 +99,7 @@
 //	0x36 | due ns (8 BE) | uuid   → empty: the work queue (pending, in_progress)
 //	0x37 | expires ns | token     → empty: export expiry queue
 //	0x38 | seq (8 BE)             → callback outbox entry (JSON)
+//	0x39 0x01                     → uuid of the last retention request
 //
 // Identity hashes and audit targets are HMAC-SHA256 under the key given
 // to NewAudit (domain-separated), truncated to 16 bytes.
@@ -102,12 +122,11 @@
 //	cdp_privacy_request_seconds{type}         submission to completed
 //	cdp_privacy_step_errors_total{step}       failed steps (retried)
 //	cdp_privacy_callbacks_total{result}       delivered, retried, failed
+//	cdp_privacy_retention_profiles_total      profiles handed to retention erasures
 //	cdp_privacy_audit_entries_total, cdp_privacy_audit_errors_total
 //
 // # Not yet
 //
-// Retention (automatic erasure of inactive profiles), the CLI, the
-// OpenGDPR v1 route aliases (spec 10.1), a request index by identity hash
-// for exports (they scan all requests), and the end-to-end erasure test
-// and benchmarks, which need the cmd/ wiring.
+// The OpenGDPR v1 route aliases (spec 10.1), and a request index by
+// identity hash for exports and listing (both scan all requests).
 package privacy

@@ -23,8 +23,9 @@ import (
 // fakes of the Work interfaces: a tiny in-memory "graph" of persons.
 
 type person struct {
-	pid uint32
-	ids []Identity // raw
+	pid  uint32
+	ids  []Identity // raw
+	seen time.Time  // last seen; zero: the test's start
 }
 
 type world struct {
@@ -115,6 +116,28 @@ func (w *world) Unsuppress(ctx context.Context, s Subject) error {
 	return nil
 }
 
+func (w *world) Inactive(ctx context.Context, before time.Time, fn func(uint32) error) error {
+	w.mu.Lock()
+	var pids []uint32
+	for _, p := range w.persons {
+		seen := p.seen
+		if seen.IsZero() {
+			seen = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		if seen.Before(before) {
+			pids = append(pids, p.pid)
+		}
+	}
+	w.mu.Unlock()
+	slices.Sort(pids)
+	for _, p := range pids {
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (w *world) NotifyDeletion(ctx context.Context, id string, s Subject) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -164,7 +187,7 @@ func (consentExporter) Export(ctx context.Context, s Subject) (any, error) {
 
 func (w *world) work() Work {
 	return Work{Subjects: w, Erasers: []Eraser{fakeEraser{w, "identity"}, fakeEraser{w, "consent"}, fakeEraser{w, "audiences"}},
-		Suppressor: w, Exporters: []Exporter{traitsExporter{w}, consentExporter{}}, Notifiers: []DeletionNotifier{w}, Rectifier: w}
+		Suppressor: w, Exporters: []Exporter{traitsExporter{w}, consentExporter{}}, Notifiers: []DeletionNotifier{w}, Rectifier: w, Inactive: w}
 }
 
 // recorder is a controller's callback endpoint over loopback.

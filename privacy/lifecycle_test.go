@@ -31,6 +31,14 @@ func TestLifecycle(t *testing.T) {
 					d.ScanArgs(t, "wait", &s)
 					cfg.WaitingPeriod, _ = time.ParseDuration(s)
 				}
+				if d.HasArg("retention") {
+					var s string
+					d.ScanArgs(t, "retention", &s)
+					cfg.Retention.InactiveAfter, _ = time.ParseDuration(s)
+				}
+				if d.HasArg("batch") {
+					d.ScanArgs(t, "batch", &cfg.Retention.Batch)
+				}
 				e = newEnv(t, cfg)
 				return ""
 			case "person":
@@ -38,6 +46,10 @@ func TestLifecycle(t *testing.T) {
 				d.ScanArgs(t, "pid", &pid)
 				p := &person{pid: uint32(pid)}
 				for _, a := range d.CmdArgs {
+					if a.Key == "seen" {
+						p.seen, _ = time.Parse(time.DateOnly, a.Vals[0])
+						continue
+					}
 					if a.Key != "pid" {
 						p.ids = append(p.ids, Identity{Type: a.Key, Value: a.Vals[0], Format: FormatRaw})
 					}
@@ -72,6 +84,15 @@ func TestLifecycle(t *testing.T) {
 					next = l.Next
 				}
 				return show(e, code, h, b, nil)
+			case "retain":
+				id, err := e.svc.Retain(e.ctx)
+				if err != nil {
+					return "error: " + err.Error()
+				}
+				if id == "" {
+					return "nothing to erase"
+				}
+				return "retention request stored"
 			case "cancel":
 				code, h, b := e.do("DELETE", "/opendsr/requests/"+idArg(t, d), nil)
 				return show(e, code, h, b, nil)

@@ -23,6 +23,9 @@ type Summary struct {
 	ReceivedTime string `json:"received_time"`
 	ExpectedTime string `json:"expected_completion_time"`
 	FinishedTime string `json:"finished_time,omitempty"`
+	// Origin is "retention" for automatic erasures of inactive profiles,
+	// absent for requests submitted over the API.
+	Origin string `json:"origin,omitempty"`
 	// Attempts counts failed runs of a request still in progress (it is
 	// retried with backoff; the log names the failing step).
 	Attempts int `json:"attempts,omitempty"`
@@ -147,7 +150,7 @@ func (s *Service) List(o ListOptions) (*Listing, error) {
 
 func summarize(r *record) Summary {
 	s := Summary{ID: r.Req.ID, Type: r.Req.Type, Regulation: r.Req.Regulation, Status: r.Status, ControllerID: r.Controller,
-		ReceivedTime: rfc3339(r.Received), ExpectedTime: rfc3339(r.Expected), Attempts: r.Attempts}
+		ReceivedTime: rfc3339(r.Received), ExpectedTime: rfc3339(r.Expected), Origin: r.Origin, Attempts: r.Attempts}
 	if !r.Finished.IsZero() {
 		s.FinishedTime = r.Finished.UTC().Format(time.RFC3339)
 	}

@@ -12,12 +12,15 @@ type metrics struct {
 	duration   *prometheus.HistogramVec // type
 	stepErrors *prometheus.CounterVec   // step
 	callbacks  *prometheus.CounterVec   // result
+	retained   prometheus.Counter
 }
 
 func newMetrics() *metrics {
 	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_privacy_requests_total",
 			Help: "Privacy request status changes, by request type and the status entered."}, []string{"type", "status"}),
+		retained: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_privacy_retention_profiles_total",
+			Help: "Inactive profiles handed to retention erasure requests."}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cdp_privacy_request_seconds",
 			Help:    "Time from submission to completed, by request type (includes any waiting period).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 12)}, []string{"type"}),
@@ -32,7 +35,7 @@ func (m *metrics) register() error {
 	if m.reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.stepErrors, m.callbacks} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.stepErrors, m.callbacks, m.retained} {
 		if err := m.reg.Register(c); err != nil {
 			return fmt.Errorf("cannot register privacy metrics: %w", err)
 		}

@@ -53,6 +53,9 @@ type record struct {
 	Due            time.Time `json:"due"`
 	Finished       time.Time `json:"finished,omitzero"`
 	IdentityHashes []string  `json:"identity_hashes"`
+	// Origin is "" for requests submitted over the API and
+	// OriginRetention for retention's own erasures.
+	Origin         string    `json:"origin,omitempty"`
 	Profiles       []uint32  `json:"profiles,omitempty"`
 	Attempts       int       `json:"attempts,omitempty"`
 	LastError      string    `json:"last_error,omitempty"`
@@ -122,6 +125,9 @@ func New(cfg Config, db *pebble.DB, audit *Audit, work Work, opts ...Option) (*S
 	}
 	if audit == nil || work.Subjects == nil {
 		return nil, errors.New("privacy: New needs an Audit and Work.Subjects")
+	}
+	if cfg.Retention.InactiveAfter > 0 && (work.Inactive == nil || len(work.Erasers) == 0) {
+		return nil, errors.New("privacy.retention.inactive_after: retention needs a profile lister and erasers, which this build does not wire")
 	}
 	s := &Service{cfg: cfg, db: db, audit: audit, work: work, now: time.Now, log: slog.New(slog.DiscardHandler),
 		m: newMetrics(), wake: make(chan struct{}, 1), cbNew: make(chan struct{}, 1)}
@@ -276,7 +282,7 @@ func (s *Service) identityHash(id Identity) []byte {
 // transition moves rec to status to (its queue entry, the active index,
 // callbacks, one audit entry, the counter) in one synced batch. The caller
 // holds s.mu. oldDue is where rec is queued now (zero: not queued).
-func (s *Service) transition(rec *record, to, actor string, oldDue time.Time) error {
+func (s *Service) transition(rec *record, to, actor string, oldDue time.Time, also ...func(*pebble.Batch) error) error {
 	rec.Status = to
 	now := s.now()
 	if rec.finished() {
@@ -302,6 +308,11 @@ func (s *Service) transition(rec *record, to, actor string, oldDue time.Time) er
 		for _, cb := range cbs {
 			s.cbSeq++
 			if err := b.Set(binary.BigEndian.AppendUint64([]byte{prefixCallback}, s.cbSeq), cb, nil); err != nil {
+				return err
+			}
+		}
+		for _, fn := range also {
+			if err := fn(b); err != nil {
 				return err
 			}
 		}
@@ -477,7 +488,14 @@ func (s *Service) Run(ctx context.Context) error {
 	defer wg.Wait()
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
+	nextRetain := s.now()
 	for {
+		if s.cfg.Retention.InactiveAfter > 0 && !s.now().Before(nextRetain) {
+			nextRetain = s.now().Add(s.cfg.Retention.Interval)
+			if _, err := s.Retain(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("privacy retention sweep failed", "err", err)
+			}
+		}
 		if _, err := s.Step(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -3,6 +3,7 @@ package privacy
 import (
 	"context"
 	"slices"
+	"time"
 )
 
 // The work of a request goes through these interfaces; cmd/ adapts the
@@ -59,6 +60,13 @@ type DeletionNotifier interface {
 	NotifyDeletion(ctx context.Context, requestID string, s Subject) error
 }
 
+// InactiveLister lists live profiles last seen before a time, for
+// retention (Config.Retention). fn returning an error stops the listing
+// with that error.
+type InactiveLister interface {
+	Inactive(ctx context.Context, before time.Time, fn func(pid uint32) error) error
+}
+
 // Rectifier corrects a subject's traits or identifiers.
 type Rectifier interface {
 	Rectify(ctx context.Context, s Subject, fix Rectification) error
@@ -76,6 +84,9 @@ type Work struct {
 	Exporters  []Exporter
 	Notifiers  []DeletionNotifier
 	Rectifier  Rectifier
+	// Inactive lists profiles for retention; required when
+	// Config.Retention.InactiveAfter is set.
+	Inactive InactiveLister
 	// Disabled lists request types refused although their components
 	// exist: e.g. erasure_suppress when the Suppressor keys suppression by
 	// profile id, which the erasure removes.
