@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"strings"
 
 	"github.com/cdpstream/cdpstream/bench"
 )
@@ -24,6 +25,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.SetExprUniverse, "setexpr-universe", 10_000_000, "profile ids under the audience set-expression count (0: skip; the issue's target is at 100000000)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the benchmark's Pebble stores (default: a temporary directory)")
 	fs.StringVar(&o.Only, "run", "", "only workloads whose name contains this")
+	privacyProfiles := fs.Int("privacy-profiles", 1_000_000, "people loaded through the pipeline before measuring privacy requests (0: skip; the issue's erasure target is at 10000000)")
+	privacyRequests := fs.Int("privacy-requests", 20, "erasure and access requests measured, each")
 	jsonPath := fs.String("json", "", "also write a JSON summary to this file")
 	quiet := fs.Bool("q", false, "no progress bar")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -50,6 +53,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rep, err := bench.Run(ctx, o)
 	if err != nil {
 		return err
+	}
+	if *privacyProfiles > 0 && *privacyRequests > 0 && (o.Only == "" || strings.Contains("PrivacyAccess PrivacyErasure", o.Only)) {
+		res, err := runPrivacyBench(ctx, privacyBenchConfig{Profiles: *privacyProfiles, Requests: *privacyRequests, Dir: o.Dir, Progress: o.Progress})
+		if err != nil {
+			return fmt.Errorf("privacy requests: %w", err)
+		}
+		rep.Results = append(rep.Results, res...)
 	}
 	rep.WriteBenchstat(stdout)
 	if *jsonPath != "" {
