@@ -53,6 +53,8 @@ dead_letter: {file: {path: /tmp/x}}
 		{strings.Replace(base, "consent: {}, ", "consent: {purposes: [ads], require: all, unknown: deny, decide_by: profile}, ", 1) + "consent: {purposes: [{name: analytics, bit: 0, default: denied}]}\n", "sinks[0].consent.purposes[0]: \"ads\" is not in the purpose catalogue"},
 		{strings.Replace(base, "consent: {}, ", "consent: {purposes: [analytics], require: most}, ", 1) + "consent: {purposes: [{name: analytics, bit: 0, default: denied}]}\n", "sinks[0].consent.require"},
 		{base + "consent: {purposes: [{name: analytics, bit: 0}]}\n", "consent.purposes[0].default"},
+		{base + "privacy: {retention: {inactive_after: 720h, batch: -1}}\n", "privacy.retention.batch"},
+		{base + "privacy: {retention: {interval: -1h}}\n", "privacy.retention.interval"},
 		{base + "audiences: {definitions: [{id: vip, condition: {trait: {path: plan, op: eq, value: pro}}}]}\n", ""},
 		{base + "audiences: {definitions: [{id: vip, conditon: {trait: {path: plan, op: eq, value: pro}}}]}\n", "audiences.definitions[0]:"},
 		{strings.Replace(base, "dead_letter: {file: {path: /tmp/x}}", "", 1), "dead_letter."},
