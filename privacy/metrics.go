@@ -13,12 +13,16 @@ type metrics struct {
 	stepErrors *prometheus.CounterVec   // step
 	callbacks  *prometheus.CounterVec   // result
 	retained   prometheus.Counter
+	steps      *prometheus.HistogramVec // step
 }
 
 func newMetrics() *metrics {
 	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_privacy_requests_total",
 			Help: "Privacy request status changes, by request type and the status entered."}, []string{"type", "status"}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cdp_privacy_step_seconds",
+			Help:    "Duration of each successful step of a request (resolve, suppress, notify, erase:NAME, rectify, export, ...).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"step"}),
 		retained: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_privacy_retention_profiles_total",
 			Help: "Inactive profiles handed to retention erasure requests."}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cdp_privacy_request_seconds",
@@ -35,7 +39,7 @@ func (m *metrics) register() error {
 	if m.reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.stepErrors, m.callbacks, m.retained} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.stepErrors, m.callbacks, m.retained, m.steps} {
 		if err := m.reg.Register(c); err != nil {
 			return fmt.Errorf("cannot register privacy metrics: %w", err)
 		}

@@ -582,6 +582,12 @@ func (s *Service) runOne(ctx context.Context, id string) error {
 
 // execute runs the work of rec; on failure it returns the failing step.
 func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
+	t0 := time.Now()
+	step := func(name string) {
+		now := time.Now()
+		s.m.steps.WithLabelValues(name).Observe(now.Sub(t0).Seconds())
+		t0 = now
+	}
 	pids, err := s.work.Subjects.Resolve(ctx, rec.Req.Identities)
 	if err != nil {
 		return "resolve", err
@@ -605,6 +611,7 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 			return "resolve", err
 		}
 	}
+	step("resolve")
 	subj := Subject{Identities: rec.Req.Identities, Profiles: slices.Clone(rec.Profiles)}
 	switch rec.Req.Type {
 	case TypeErasure, TypeErasureSuppress:
@@ -612,12 +619,14 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 			if err := s.work.Suppressor.Suppress(ctx, subj); err != nil {
 				return "suppress", err
 			}
+			step("suppress")
 		}
 		for _, n := range s.work.Notifiers {
 			if err := n.NotifyDeletion(ctx, rec.Req.ID, subj); err != nil {
 				return "notify", err
 			}
 		}
+		step("notify")
 		for _, e := range s.work.Erasers {
 			if err := e.Erase(ctx, subj); err != nil {
 				return "erase:" + e.Name(), err
@@ -626,26 +635,32 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 				Target: "request:" + rec.Req.ID, Outcome: "ok"}); err != nil {
 				return "audit", err
 			}
+			step("erase:" + e.Name()) // with its audit entry
 		}
 		if err := s.dropExportsOf(rec); err != nil {
 			return "drop_exports", err
 		}
+		step("drop_exports")
 	case TypeSuppress:
 		if err := s.work.Suppressor.Suppress(ctx, subj); err != nil {
 			return "suppress", err
 		}
+		step("suppress")
 	case TypeUnsuppress:
 		if err := s.work.Suppressor.Unsuppress(ctx, subj); err != nil {
 			return "unsuppress", err
 		}
+		step("unsuppress")
 	case TypeRectification:
 		if err := s.work.Rectifier.Rectify(ctx, subj, *rec.Req.Rectification); err != nil {
 			return "rectify", err
 		}
+		step("rectify")
 	case TypeAccess, TypePortability:
 		if err := s.export(ctx, rec, subj); err != nil {
 			return "export", err
 		}
+		step("export")
 	}
 	return "", nil
 }
