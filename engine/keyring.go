@@ -476,18 +476,17 @@ func (k *Keyring) lookup(pid uint32, w *pebble.Batch) (*dataKey, error) {
 
 // create draws a data key and wraps it.
 func (k *Keyring) create(pid uint32) (*dataKey, error) {
-	var raw [dataKeyLen]byte
-	defer clear(raw[:])
-	v := make([]byte, 1+nonceLen, wrappedLen)
-	v[0] = keyringV1
-	if _, err := io.ReadFull(k.rand, raw[:]); err != nil {
+	var buf [dataKeyLen + nonceLen]byte // one read: the key, then the nonce that wraps it
+	defer clear(buf[:])
+	if _, err := io.ReadFull(k.rand, buf[:]); err != nil {
 		return nil, fmt.Errorf("cannot draw a profile key: %w", err)
 	}
-	if _, err := io.ReadFull(k.rand, v[1:]); err != nil {
-		return nil, fmt.Errorf("cannot draw a nonce: %w", err)
-	}
-	v = k.wrap.Seal(v, v[1:1+nonceLen], raw[:], wrapAAD(pid))
-	aead, err := newAEAD(raw[:])
+	raw := buf[:dataKeyLen]
+	v := make([]byte, 1+nonceLen, wrappedLen)
+	v[0] = keyringV1
+	copy(v[1:], buf[dataKeyLen:])
+	v = k.wrap.Seal(v, v[1:1+nonceLen], raw, wrapAAD(pid))
+	aead, err := newAEAD(raw)
 	if err != nil {
 		return nil, err
 	}

@@ -353,3 +353,87 @@ func BenchmarkKeyring(b *testing.B) {
 		}
 	})
 }
+
+// TestKeyringConcurrent: writers sealing overlapping profiles in their own
+// batches, readers opening, and a destroyer, at once (run with -race):
+// every committed value opens unless its profile was destroyed after it,
+// and no profile ends up with two keys.
+func TestKeyringConcurrent(t *testing.T) {
+	db := openTestDB(t)
+	k, err := NewKeyring(EncryptionConfig{MasterKey: testMasterHex, CacheEntries: 8}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, rounds, profiles = 4, 200, 16
+	type sealed struct {
+		pid uint32
+		ct  []byte
+	}
+	out := make([][]sealed, writers)
+	done := make(chan struct{})
+	errs := make(chan error, writers+2)
+	for w := range writers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range rounds {
+				pid := uint32(1 + (i*7+w)%profiles)
+				b := db.NewBatch()
+				ct, err := k.Seal(nil, b, pid, []byte("v"), nil)
+				if err == nil {
+					err = b.Commit(pebble.NoSync)
+				}
+				if err != nil {
+					k.Abandon(b)
+					b.Close()
+					errs <- err
+					return
+				}
+				k.Committed(b)
+				b.Close()
+				out[w] = append(out[w], sealed{pid, ct})
+				if _, err := k.Open(nil, pid, ct, nil); err != nil && !errors.Is(err, ErrKeyDestroyed) {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	// Profile 100 is sealed and destroyed over and over meanwhile.
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for range rounds {
+			b := db.NewBatch()
+			if _, err := k.Seal(nil, b, 100, []byte("x"), nil); err != nil {
+				errs <- err
+			}
+			_ = b.Commit(pebble.NoSync)
+			k.Committed(b)
+			b.Close()
+			b = db.NewBatch()
+			if err := k.Destroy(b, 100); err != nil {
+				errs <- err
+			}
+			_ = b.Commit(pebble.NoSync)
+			k.Committed(b)
+			b.Close()
+		}
+	}()
+	for range writers + 1 {
+		<-done
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	fresh := testKeyring(t, db)
+	for w := range out {
+		for _, s := range out[w] {
+			if _, err := fresh.Open(nil, s.pid, s.ct, nil); err != nil {
+				t.Fatalf("profile %d: %v (two keys for one profile?)", s.pid, err)
+			}
+		}
+	}
+	if len(k.pending) != 0 || len(k.staged) != 0 || len(k.doomed) != 0 {
+		t.Fatalf("left over: %d pending, %d batches, %d doomed", len(k.pending), len(k.staged), len(k.doomed))
+	}
+}
