@@ -108,7 +108,7 @@
 //     TestErase/sealed-pebble-default shows the difference).
 //   - Unwrapped keys are cached, at most EncryptionConfig.CacheEntries, in
 //     two generations (approximate LRU): a cached Open of 64 bytes costs
-//     about 0.5 µs, a miss about 3-6 µs (a Pebble read, the unwrap, AES key
+//     0.25-0.5 µs, a miss 3-6 µs (a Pebble read, the unwrap, AES key
 //     expansion and GCM setup; BenchmarkKeyring).
 //   - A destroyed key is never re-created: a profile written again after
 //     its erasure gets a new key, under which the old copies do not open.

@@ -128,7 +128,7 @@
 // is destroyed (the profile was erased elsewhere first) read as "{}".
 // Plain (version 1) traits written without a keyring are read by both
 // and sealed when next written. Cost: an Open and a Seal per identify,
-// and an Open per evaluated profile with a trait condition; about 0.5 µs
+// and an Open per evaluated profile with a trait condition; 0.25-0.5 µs
 // each when the key is cached, 3-6 µs when not (engine.BenchmarkKeyring;
 // BenchmarkStage measures the stage with sealed traits).
 //
