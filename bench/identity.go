@@ -30,7 +30,11 @@ func identityStage(dir string) (engine.Stage, func(), error) {
 func identityStageOn(db *pebble.DB) (engine.Stage, error) {
 	cfg := identity.Config{Secret: "bench"}
 	cfg.Defaults()
-	g, err := identity.New(cfg, db, nil)
+	kr, err := engine.NewKeyring(engine.EncryptionConfig{MasterKey: identity.BenchMasterKey}, db)
+	if err != nil {
+		return nil, err
+	}
+	g, err := identity.New(cfg, db, nil, identity.WithKeyring(kr))
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,8 @@ const (
 	// own writes, so one stage committing before another crashes never
 	// makes the other skip a batch.
 	PrefixOffset byte = 0x02
+	// PrefixKeyring (0x03, keyring.go) holds the master key check and the
+	// wrapped per-profile data keys.
 	// 0x10-0x1f belong to package identity.
 	// 0x20-0x2f belong to package segments.
 	// 0x30-0x3f belong to privacy requests and the audit log.

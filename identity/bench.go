@@ -130,6 +130,10 @@ func (e *BenchEnv) eraseLatency(ctx context.Context, r *rand.Rand, runs int) (p5
 	return lat[len(lat)/2], lat[(len(lat)*99)/100], len(lat), nil
 }
 
+// BenchMasterKey is the benchmarks' keyring master key. It is public:
+// never use it for real data.
+const BenchMasterKey = "62656e63682d6d61737465722d6b65792d6e6f742d666f722d7265616c2d6461"
+
 // BenchEnv is a Graph and Stage on a Pebble store for benchmarks.
 type BenchEnv struct {
 	db     *pebble.DB
@@ -148,7 +152,14 @@ func OpenBenchEnv(dir string, cacheBytes int64) (*BenchEnv, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot open bench store: %w", err)
 	}
-	g, err := New(Config{Secret: "bench-secret", CacheBytes: cacheBytes}, db, nil)
+	// Values are sealed as in production (cmd/cdpstream always passes a
+	// keyring), under a fixed, public master key.
+	kr, err := engine.NewKeyring(engine.EncryptionConfig{MasterKey: BenchMasterKey}, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	g, err := New(Config{Secret: "bench-secret", CacheBytes: cacheBytes}, db, nil, WithKeyring(kr))
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -78,9 +78,12 @@ const identEntryBytes = 48
 func identSize(identEntry) int64 { return identEntryBytes }
 
 func profileSize(p *profile) int64 {
-	n := int64(96 + 8*len(p.merged) + 4*len(p.apart))
+	n := int64(120 + 8*len(p.merged) + 4*len(p.apart))
 	for i := range p.idents {
-		n += 48 + int64(len(p.idents[i].value))
+		n += 64 + int64(len(p.idents[i].value))
+	}
+	for _, c := range p.sealed {
+		n += 40 + int64(len(c.b))
 	}
 	return n
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // Key families owned by identity (engine reserves 0x10-0x1f for it). The
@@ -13,7 +15,7 @@ import (
 const (
 	prefixMeta    byte = 0x10 // 0x10 | sub-key → meta values
 	prefixIdent   byte = 0x11 // 0x11 | hmac[:16] → v1 | uvarint profile id | varint last seen
-	prefixProfile byte = 0x12 // 0x12 | profile id (4 BE) → v1 | profile record
+	prefixProfile byte = 0x12 // 0x12 | profile id (4 BE) → v1 (plain) or v2 (sealed) | profile record
 	prefixLog     byte = 0x13 // 0x13 | seq (8 BE) → v1 | log entry
 	prefixLogIdx  byte = 0x14 // 0x14 | profile id (4 BE) | seq (8 BE) → empty
 	prefixType    byte = 0x15 // 0x15 | type name → v1 | uvarint type id
@@ -102,17 +104,34 @@ type profile struct {
 	// apart lists profiles this one must never merge with (after a split).
 	apart  []uint32
 	idents []pident
+	// sealed holds the values of idents[:nsealed], encrypted under the
+	// profile's key in chunks as stored (a v2 record); the value field of
+	// those identifiers is empty. idents[nsealed:] carry their plain value
+	// until a commit seals them into a new chunk (or, without a keyring,
+	// writes them plain in a v1 record).
+	sealed  []chunk
+	nsealed int
 }
 
 type mergedRef struct{ id, parent uint32 }
 
-// pident is one identifier held by a profile. value is the normalised plain
-// value (the only place it is kept; a later issue encrypts it per profile).
+// chunk is one sealed run of identifier values: n values, as stored.
+// The bytes are immutable and shared between clones.
+type chunk struct {
+	n int
+	b []byte
+}
+
+// pident is one identifier held by a profile. h is its keyed hash (the
+// identifier key), stored in the record so that resolution, merges and
+// erasure never need the plain value; value is the normalised plain value
+// when the profile holds it in plain (see profile.sealed), "" otherwise.
 type pident struct {
 	typ    uint16
 	origin uint32 // the profile that first held it; split returns it there
 	first  int64  // unix seconds
 	last   int64
+	h      hash
 	value  string
 }
 
@@ -121,13 +140,22 @@ const (
 	kindRedirect byte = 1
 )
 
-func appendProfile(dst []byte, p *profile) []byte {
-	dst = append(dst, valueV1)
-	if p.redirect != 0 {
-		dst = append(dst, kindRedirect)
-		return binary.AppendUvarint(dst, uint64(p.redirect))
-	}
-	dst = append(dst, kindLive)
+// Profile record versions: v1 holds the plain values (written without a
+// keyring, and by every version before encryption); v2 holds hashes and
+// sealed value chunks. Redirects are always written as v1 (they hold no
+// personal data) and read in both.
+const (
+	profileV1 byte = 1
+	profileV2 byte = 2
+)
+
+func appendRedirect(dst []byte, p *profile) []byte {
+	dst = append(dst, profileV1, kindRedirect)
+	return binary.AppendUvarint(dst, uint64(p.redirect))
+}
+
+func appendProfileHead(dst []byte, v byte, p *profile) []byte {
+	dst = append(dst, v, kindLive)
 	dst = binary.AppendVarint(dst, p.created)
 	dst = binary.AppendUvarint(dst, uint64(len(p.merged)))
 	for _, m := range p.merged {
@@ -138,23 +166,57 @@ func appendProfile(dst []byte, p *profile) []byte {
 	for _, a := range p.apart {
 		dst = binary.AppendUvarint(dst, uint64(a))
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(p.idents)))
+	return binary.AppendUvarint(dst, uint64(len(p.idents)))
+}
+
+func appendIdentHead(dst []byte, x *pident) []byte {
+	dst = binary.AppendUvarint(dst, uint64(x.typ))
+	dst = binary.AppendUvarint(dst, uint64(x.origin))
+	dst = binary.AppendVarint(dst, x.first)
+	return binary.AppendUvarint(dst, uint64(x.last-x.first))
+}
+
+// appendProfileV1 encodes p with plain values (no keyring).
+func appendProfileV1(dst []byte, p *profile) []byte {
+	if p.redirect != 0 {
+		return appendRedirect(dst, p)
+	}
+	dst = appendProfileHead(dst, profileV1, p)
 	for i := range p.idents {
 		x := &p.idents[i]
-		dst = binary.AppendUvarint(dst, uint64(x.typ))
-		dst = binary.AppendUvarint(dst, uint64(x.origin))
-		dst = binary.AppendVarint(dst, x.first)
-		dst = binary.AppendUvarint(dst, uint64(x.last-x.first))
+		dst = appendIdentHead(dst, x)
 		dst = binary.AppendUvarint(dst, uint64(len(x.value)))
 		dst = append(dst, x.value...)
 	}
 	return dst
 }
 
+// appendProfileV2 encodes p with hashes and its sealed chunks; every value
+// must be sealed (nsealed == len(idents)).
+func appendProfileV2(dst []byte, p *profile) []byte {
+	if p.redirect != 0 {
+		return appendRedirect(dst, p)
+	}
+	dst = appendProfileHead(dst, profileV2, p)
+	for i := range p.idents {
+		x := &p.idents[i]
+		dst = appendIdentHead(dst, x)
+		dst = append(dst, x.h[:]...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(p.sealed)))
+	for _, c := range p.sealed {
+		dst = binary.AppendUvarint(dst, uint64(c.n))
+		dst = binary.AppendUvarint(dst, uint64(len(c.b)))
+		dst = append(dst, c.b...)
+	}
+	return dst
+}
+
 // decodeProfile decodes a profile record of profile id. The result does not
-// alias v.
+// alias v. The identifiers of a v1 record carry their plain values and no
+// hashes (Graph.fillHashes computes them).
 func decodeProfile(id uint32, v []byte) (*profile, error) {
-	if len(v) < 2 || v[0] != valueV1 {
+	if len(v) < 2 || (v[0] != profileV1 && v[0] != profileV2) {
 		return nil, corrupt("profile version")
 	}
 	p := &profile{id: id}
@@ -179,7 +241,11 @@ func decodeProfile(id uint32, v []byte) (*profile, error) {
 				p.apart[i] = d.u32()
 			}
 		}
-		if n := d.count(5); n > 0 {
+		minBytes := 5
+		if v[0] == profileV2 {
+			minBytes = 4 + hashLen
+		}
+		if n := d.count(minBytes); n > 0 {
 			p.idents = make([]pident, n)
 			for i := range p.idents {
 				x := &p.idents[i]
@@ -194,11 +260,21 @@ func decodeProfile(id uint32, v []byte) (*profile, error) {
 				if x.last < x.first {
 					d.fail("identifier times")
 				}
-				x.value = d.str(maxValueLen)
-				if d.err == nil && (x.origin == 0 || !utf8.ValidString(x.value)) {
+				if v[0] == profileV2 {
+					d.hash(&x.h)
+				} else {
+					x.value = d.str(maxValueLen)
+					if d.err == nil && !utf8.ValidString(x.value) {
+						d.fail("identifier")
+					}
+				}
+				if d.err == nil && x.origin == 0 {
 					d.fail("identifier")
 				}
 			}
+		}
+		if v[0] == profileV2 {
+			decodeChunks(&d, p)
 		}
 	default:
 		return nil, corrupt("profile kind")
@@ -211,6 +287,72 @@ func decodeProfile(id uint32, v []byte) (*profile, error) {
 	}
 	return p, nil
 }
+
+// decodeChunks reads the sealed chunks of a v2 record: they must cover
+// every identifier, in order.
+func decodeChunks(d *decoder, p *profile) {
+	n := d.count(2 + engine.SealOverhead)
+	if n > 0 {
+		p.sealed = make([]chunk, n)
+	}
+	total := 0
+	for i := range p.sealed {
+		c := &p.sealed[i]
+		k := d.uvarint()
+		b := d.bytes(1 << 20)
+		if d.err != nil {
+			return
+		}
+		if k == 0 || k > uint64(len(p.idents)-total) || len(b) < engine.SealOverhead {
+			d.fail("sealed chunk")
+			return
+		}
+		c.n, c.b = int(k), b
+		total += c.n
+	}
+	if total != len(p.idents) {
+		d.fail("sealed chunks do not cover the identifiers")
+	}
+	p.nsealed = total
+}
+
+// appendValues encodes plain values for sealing: uvarint len | value, each.
+func appendValues(dst []byte, xs []pident) []byte {
+	for i := range xs {
+		dst = binary.AppendUvarint(dst, uint64(len(xs[i].value)))
+		dst = append(dst, xs[i].value...)
+	}
+	return dst
+}
+
+// decodeValues decodes n values of a chunk's plaintext into out.
+func decodeValues(out []string, pt []byte) error {
+	d := decoder{b: pt}
+	for i := range out {
+		out[i] = d.str(maxValueLen)
+		if d.err == nil && !utf8.ValidString(out[i]) {
+			d.fail("sealed identifier value")
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("sealed chunk trailing bytes")
+	}
+	return d.err
+}
+
+// valuesAAD is what a chunk of values is bound to, besides its profile
+// (the keyring adds the profile id): the purpose and the hashes of the
+// identifiers whose values it holds, in order, so a chunk cannot be
+// replayed for other identifiers or moved within or between records.
+func valuesAAD(dst []byte, xs []pident) []byte {
+	dst = append(dst, valuesPurpose...)
+	for i := range xs {
+		dst = append(dst, xs[i].h[:]...)
+	}
+	return dst
+}
+
+const valuesPurpose = "cdpstream identity values v1"
 
 // LogKind says what a merge-log entry records.
 type LogKind uint8
@@ -372,6 +514,33 @@ func (d *decoder) count(minBytes int) int {
 		return 0
 	}
 	return int(n)
+}
+
+func (d *decoder) hash(h *hash) {
+	if d.err != nil {
+		return
+	}
+	if len(d.b) < hashLen {
+		d.fail("hash")
+		return
+	}
+	copy(h[:], d.b)
+	d.b = d.b[hashLen:]
+}
+
+// bytes reads a length-prefixed byte string, copied.
+func (d *decoder) bytes(max int) []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) || n > uint64(max) {
+		d.fail("bytes length")
+		return nil
+	}
+	b := append([]byte(nil), d.b[:n]...)
+	d.b = d.b[n:]
+	return b
 }
 
 func (d *decoder) str(max int) string {

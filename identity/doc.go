@@ -9,12 +9,20 @@
 //     the HMAC secret (from config or an environment variable).
 //   - Graph (New): the graph over a *pebble.DB the caller owns. Lookup,
 //     Profile, Log, RemoveIdentifier, Split, Erase, Apply, Check,
-//     Routes/Handler.
+//     Routes/Handler. WithKeyring (an engine.Keyring) seals identifier
+//     values per profile; see Encryption.
 //   - Stage (NewStage): the engine.Stage that resolves a batch.
 //   - Op and Apply: every change is an Op (create, link, touch, merge,
 //     refuse, remove, split, erase). Ops are deterministic: the same Ops applied
-//     in the same order to the same graph give the same graph, byte for
-//     byte (TestOpsReplay). The Stage decides Ops from events and applies
+//     in the same order to the same graph give the same graph: the same
+//     identifiers, profiles, merge log and counters (TestOpsReplay compares
+//     the decoded, decrypted graphs). Sealed values are not the same bytes
+//     on two stores, since each draws its own profile keys and nonces and a
+//     record's sealed chunks follow its commits; with the same random
+//     source and the same commits they are (TestOpsReplay checks two such
+//     replicas byte for byte, as the tests' seeded keyrings rely on). The
+//     Ops carry plain values; the identity log that publishes them (a later
+//     issue) must protect them itself. The Stage decides Ops from events and applies
 //     them; txn.apply is the only code that mutates the graph. OnCommit
 //     hands each commit's Ops to a hook: the later identity-log issue
 //     publishes them to Kafka and replicas call Apply.
@@ -66,19 +74,23 @@
 // added them. The parts are marked apart. A restored profile's created time
 // is the time of the split (the original is not kept).
 //
-// # Key layout (prefixes 0x10-0x1f are identity's; values start with a version byte, 1)
+// # Key layout (prefixes 0x10-0x1f are identity's; values start with a version byte, v = 1 unless shown)
 //
 //	0x10 0x01                 → v | uvarint next profile id | uvarint next log seq
 //	0x10 0x02                 → HMAC(secret, check string)[:16]; New refuses another secret
 //	0x10 0x03                 → v | uvarint n, n × (uvarint len, key): erased keys not yet
 //	                              compacted (sorted; absent when none)
-//	0x11 | hmac16             → v | uvarint profile id
-//	0x12 | profile id (4 BE)  → v | 0 (live) | varint created (unix s)
+//	0x11 | hmac16             → v | uvarint profile id | varint last seen (unix s)
+//	0x12 | profile id (4 BE)  → 2 | 0 (live) | varint created (unix s)       (with a keyring)
 //	                              | uvarint n, n × (uvarint merged id, uvarint parent)
 //	                              | uvarint n, n × uvarint apart id
 //	                              | uvarint n, n × (uvarint type id, uvarint origin,
-//	                                  varint first seen, uvarint last-first, uvarint len, value)
-//	                          → v | 1 (redirect) | uvarint survivor
+//	                                  varint first seen, uvarint last-first, hmac16)
+//	                              | uvarint c, c × (uvarint count, uvarint len, sealed values)
+//	                          → 1 | 0 (live) | … as v2 up to the identifiers, then
+//	                                n × (uvarint type id, uvarint origin, varint first seen,
+//	                                uvarint last-first, uvarint len, value)   (no keyring)
+//	                          → 1 | 1 (redirect) | uvarint survivor          (both)
 //	0x13 | seq (8 BE)         → v | kind (| 0x80: tombstone) | varint time (unix µs) | uvarint survivor
 //	                              | uvarint n, n × uvarint merged | uvarint len, message id
 //	                              | uvarint len, rule
@@ -86,11 +98,46 @@
 //	0x15 | type name          → v | uvarint type id (dense from 1; ids in profile records)
 //
 // hmac16 is the first 16 bytes of HMAC-SHA256(secret, type name | 0x00 |
-// normalised value): no identifier is in a key in plain text. The plain
-// normalised values live only in profile records, because lookups show
-// them (masked) and split and removal recompute keys from them; a later
-// issue encrypts profile records with a per-profile key so erasure can
-// crypto-shred them.
+// normalised value): no identifier is in a key in plain text. The
+// normalised values are kept only in profile records, because lookups
+// show them (masked) and access exports and deletion notices list them;
+// with a keyring they are sealed there (see Encryption), and nothing of
+// identity's holds them in plain at rest.
+//
+// # Encryption (WithKeyring)
+//
+// A v2 profile record keeps in plain what resolution needs (types, origins,
+// times, and each identifier's hmac16, the same bytes as its 0x11 key) and
+// seals the values with the profile's key (engine.Keyring, AES-256-GCM), in
+// chunks: each holds the values of a run of consecutive identifiers
+// (plaintext: uvarint len | value, each), sealed with aad
+// "cdpstream identity values v1" | the hmac16 of those identifiers (the
+// keyring adds the profile id), so a chunk opens only in its place, for its
+// identifiers, in its profile's record. Consequences:
+//
+//   - Resolution never decrypts: the fast path reads 0x11 only; a touch
+//     finds identifiers by hash and rewrites the record with its chunks
+//     copied as they are; erasure deletes identifier keys from the stored
+//     hashes. A link seals only the new values, as one more chunk (a
+//     commit that would make a fifth chunk seals all values again as one,
+//     so a record has at most four: about 30 bytes each).
+//   - Values are opened only to show them (Lookup, Profile, hence the
+//     exports, deletion notices and audience activation by identifier),
+//     for Check, and where identifiers change profile: a merge opens the
+//     merged profiles' chunks and seals their values again under the
+//     survivor's key (with the survivor's new chunk at commit); a split
+//     opens the survivor's and seals each part's under the part's key; a
+//     removal of a sealed identifier opens the record's and seals the rest
+//     again. Cached records hold no plain value.
+//   - A profile's key is created with its first record, in the same
+//     batch. A merged profile keeps its key, though nothing is sealed under
+//     it any more: Split restores the profile under it, and Erase of the
+//     survivor destroys it with the survivor's.
+//   - Without a keyring records are written as v1 (plain, as before this
+//     layout existed); a v1 record is read by either (its hashes computed
+//     on load) and sealed when next written with a keyring
+//     (TestPlainToEncrypted). A v2 record without a keyring is
+//     ErrCorrupt.
 //
 // # Erasure
 //
@@ -108,6 +155,12 @@
 //   - 0x12: the profile record and the redirect records of every profile
 //     merged into it are deleted; caches drop them (the identifier cache
 //     keeps a negative entry: no value).
+//   - With a keyring, the keys of the profile and of every profile merged
+//     into it (engine's 0x03) are destroyed in the same batch
+//     (crypto-shredding): every copy of their records that outlives the
+//     deletion — an old SST not yet compacted, a backup, a recycled WAL, a
+//     free disk block — is ciphertext that no keyring opens any more
+//     (TestCryptoShred copies a record before and tries after).
 //   - 0x13/0x14: every merge-log entry naming one of those ids is
 //     rewritten as a tombstone (LogEntry.Erased): seq, kind and time stay;
 //     message id and rule are emptied; erased ids leave Survivor (0) and
@@ -124,7 +177,8 @@
 //     nothing), and Ops already published to an identity log keep the
 //     values they carried (that log's retention is its issue's concern).
 //
-// The batch also records the keys it erased under 0x10 0x03. After the
+// The batch also records the keys it erased (the profile keys' included)
+// under 0x10 0x03. After the
 // commit, without the Graph's lock, Erase flushes Pebble (the memtable
 // and the WAL files holding the old values become obsolete) and compacts
 // each recorded key through every level, so no SST keeps the old values;
@@ -145,8 +199,12 @@
 // erase_test.go; TestEraseOnDisk then finds no erased value in any file).
 // The store must be opened with such a cleaner (engine.OpenStore) for
 // erasure to reach the WAL; the cost is a new WAL file per memtable.
-// Deleted files may still sit in free blocks of the file system; the
-// per-profile encryption of a later issue (crypto-shredding) covers that.
+// Deleted files may still sit in free blocks of the file system; with a
+// keyring they hold only ciphertext under destroyed keys (and the wrapped
+// keys themselves are compacted out of the SSTs; a recycled WAL could
+// keep one, which is why recycling stays off). TestEraseOnDisk runs both
+// ways; encrypted, no identifier value is in any file even before the
+// erasure, and after it neither are the wrapped keys.
 //
 // # Invariants (checked by Graph.Check, after every step of the golden tests)
 //

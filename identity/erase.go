@@ -9,6 +9,8 @@ import (
 	"slices"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // Erase erases the live profiles pids for a data subject request: for each,
@@ -95,23 +97,27 @@ func (tx *txn) erase(op *Op) error {
 		}
 		ids = append(ids, m.id)
 	}
-	var h hash
 	for i := range p.idents {
-		x := &p.idents[i]
-		tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
-		cur, err := tx.ident(&h)
+		h := &p.idents[i].h
+		cur, err := tx.ident(h)
 		if err != nil {
 			return err
 		}
 		if cur.pid != p.id {
 			return fmt.Errorf("%w: identifier of profile %d points to %d", ErrOpConflict, p.id, cur.pid)
 		}
-		tx.ids[h] = identEntry{}
-		tx.compact = append(tx.compact, identKey(nil, &h))
+		tx.ids[*h] = identEntry{}
+		tx.compact = append(tx.compact, identKey(nil, h))
 	}
 	for _, id := range ids {
 		tx.profs[id] = nil
 		tx.compact = append(tx.compact, profileKey(nil, id))
+		if tx.g.kr != nil {
+			// Crypto-shredding: every copy of the values sealed under
+			// these keys, wherever its bytes survive, becomes unreadable.
+			tx.destroy = append(tx.destroy, id)
+			tx.compact = append(tx.compact, engine.KeyringKey(nil, id))
+		}
 	}
 	if err := tx.eraseLog(ids); err != nil {
 		return err
@@ -188,9 +194,15 @@ func tombstone(e *LogEntry, erased []uint32) {
 	e.MessageID, e.Rule, e.Erased = "", "", true
 }
 
-// stageErasure adds the txn's tombstones, index deletions and the keys to
-// compact (merged with those pending from earlier erasures) to w.
+// stageErasure adds the txn's tombstones, index deletions, key
+// destructions and the keys to compact (merged with those pending from
+// earlier erasures) to w.
 func (tx *txn) stageErasure(w *pebble.Batch) error {
+	for _, id := range tx.destroy {
+		if err := tx.g.kr.Destroy(w, id); err != nil {
+			return err
+		}
+	}
 	for seq, e := range tx.rewrite {
 		tx.kbuf = logKey(tx.kbuf[:0], seq)
 		tx.vbuf = appendLogEntry(tx.vbuf[:0], &e)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // Jane: two devices, two emails, a user id, merged into one profile. The
@@ -95,19 +97,58 @@ func janeNeedles() []string {
 }
 
 // TestEraseOnDisk erases Jane and reads every file of the Pebble directory:
-// none holds one of her identifier values or message ids, while Bob's
-// email (the control) is still found.
+// none holds one of her identifier values or message ids. Plain (no
+// keyring): her values are on disk before, and Bob's email (the control)
+// after. Encrypted: no identifier value of anyone is on disk even before
+// the erasure (only ciphertext is stored; her message ids, which the
+// merge log keeps in plain, are the control that the scan sees plain
+// bytes), and after it the wrapped keys of her profiles are in no file
+// either.
 func TestEraseOnDisk(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testEraseOnDisk(t, true) })
+	t.Run("encrypted", func(t *testing.T) { testEraseOnDisk(t, false) })
+}
+
+func testEraseOnDisk(t *testing.T, plain bool) {
 	tg := newTestGraph(t, testConfig())
 	tg.opts = erasureOptions
+	tg.plain = plain
 	tg.restart()
 	janeEvents(tg)
 	v, err := tg.g.Lookup(TypeEmail, janeValues[4][1])
 	if err != nil || len(v.Merged) != 1 {
 		t.Fatalf("Jane is not one merged profile: %+v %v", v, err)
 	}
-	if got := scanDir(t, tg.dir, janeNeedles()); len(got) != len(janeNeedles()) {
-		t.Fatalf("before Erase only %d of %d values are on disk: %v", len(got), len(janeNeedles()), got)
+	var wrapped []string // her wrapped data keys, as stored
+	if plain {
+		if got := scanDir(t, tg.dir, janeNeedles()); len(got) != len(janeNeedles()) {
+			t.Fatalf("before Erase only %d of %d values are on disk: %v", len(got), len(janeNeedles()), got)
+		}
+	} else {
+		if err := tg.db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var values []string
+		for _, x := range janeValues {
+			values = append(values, x[1])
+		}
+		if got := scanDir(t, tg.dir, append(values, bobEmail)); len(got) > 0 {
+			t.Fatalf("identifier values in plain on disk before any erasure: %v", got)
+		}
+		if got := scanDir(t, tg.dir, janeMessages); len(got) != len(janeMessages) {
+			t.Fatalf("control: the merge log's message ids are not found (%v): the scan cannot see plain bytes", got)
+		}
+		for _, id := range append([]uint32{v.ProfileID}, v.Merged...) {
+			k, closer, err := tg.db.Get(engine.KeyringKey(nil, id))
+			if err != nil {
+				t.Fatalf("key of profile %d: %v", id, err)
+			}
+			wrapped = append(wrapped, string(k))
+			closer.Close()
+		}
+		if got := scanDir(t, tg.dir, wrapped); len(got) != len(wrapped) {
+			t.Fatalf("control: the wrapped keys are not found on disk: %v", got)
+		}
 	}
 	if err := tg.g.Erase(t.Context(), []uint32{v.ProfileID}); err != nil {
 		t.Fatal(err)
@@ -115,11 +156,13 @@ func TestEraseOnDisk(t *testing.T) {
 	// Pebble deletes obsolete files in the background, moments after the
 	// compaction that made them obsolete.
 	tg.db.TestOnlyWaitForCleaning()
-	if got := scanDir(t, tg.dir, janeNeedles()); len(got) > 0 {
-		t.Fatalf("erased values still on disk: %v", got)
+	if got := scanDir(t, tg.dir, append(janeNeedles(), wrapped...)); len(got) > 0 {
+		t.Fatalf("erased values or keys still on disk: %v", got)
 	}
-	if got := scanDir(t, tg.dir, []string{bobEmail}); len(got) == 0 {
-		t.Fatal("the control value is not found: the scan cannot see plain values")
+	if plain {
+		if got := scanDir(t, tg.dir, []string{bobEmail}); len(got) == 0 {
+			t.Fatal("the control value is not found: the scan cannot see plain values")
+		}
 	}
 	if _, closer, err := tg.db.Get([]byte{prefixMeta, metaCompact}); !errors.Is(err, pebble.ErrNotFound) {
 		if err == nil {
@@ -130,11 +173,67 @@ func TestEraseOnDisk(t *testing.T) {
 	// Still true after a restart (the WAL replayed at open).
 	tg.restart()
 	tg.db.TestOnlyWaitForCleaning()
-	if got := scanDir(t, tg.dir, janeNeedles()); len(got) > 0 {
+	if got := scanDir(t, tg.dir, append(janeNeedles(), wrapped...)); len(got) > 0 {
 		t.Fatalf("erased values on disk after restart: %v", got)
 	}
 	if err := tg.g.Check(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCryptoShred copies the raw bytes of Jane's profile record before
+// the erasure (as a backup, an old SST or a free disk block would keep
+// them): a keyring opened on the store with the master key reads the copy
+// before, and after the erasure cannot, because her key is destroyed.
+func TestCryptoShred(t *testing.T) {
+	tg := newTestGraph(t, testConfig())
+	janeEvents(tg)
+	v, err := tg.g.Lookup(TypeEmail, janeValues[4][1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, closer, err := tg.db.Get(profileKey(nil, v.ProfileID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Clone(raw)
+	closer.Close()
+	open := func() ([]string, error) {
+		t.Helper()
+		p, err := decodeProfile(v.ProfileID, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.nsealed != len(janeValues) || len(p.sealed) == 0 {
+			t.Fatalf("the record holds %d sealed values in %d chunks", p.nsealed, len(p.sealed))
+		}
+		// A separate graph value sharing only the store and a fresh keyring.
+		g := &Graph{kr: newTestKeyring(t, tg.db, 99)}
+		return g.values(p)
+	}
+	vals, err := open()
+	if err != nil {
+		t.Fatalf("before the erasure the copy does not open: %v", err)
+	}
+	slices.Sort(vals)
+	want := []string{}
+	for _, x := range janeValues {
+		want = append(want, x[1])
+	}
+	slices.Sort(want)
+	if !slices.Equal(vals, want) {
+		t.Fatalf("the copy holds %q, want %q", vals, want)
+	}
+	for _, w := range want {
+		if bytes.Contains(old, []byte(w)) {
+			t.Fatalf("the record holds %q in plain", w)
+		}
+	}
+	if err := tg.g.Erase(t.Context(), []uint32{v.ProfileID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(); !errors.Is(err, engine.ErrKeyDestroyed) {
+		t.Fatalf("the old copy after the erasure: %v, want engine.ErrKeyDestroyed", err)
 	}
 }
 
@@ -146,6 +245,8 @@ func TestEraseOnDisk(t *testing.T) {
 // this test fails if that ever stops being true, so the doc can be fixed.
 func TestEraseRecycledWAL(t *testing.T) {
 	tg := newTestGraph(t, testConfig())
+	tg.plain = true // with a keyring only the message ids would be left (identifier values are never in plain)
+	tg.restart()
 	janeEvents(tg)
 	v, err := tg.g.Lookup(TypeEmail, janeValues[4][1])
 	if err != nil {
@@ -186,9 +287,17 @@ type needsContents struct{ pebble.ArchiveCleaner }
 
 func (eraseCleaner) String() string { return "delete-no-recycle" }
 
+// erasureOptions turns WAL recycling off (eraseCleaner) and block
+// compression off, so that a byte scan of the directory sees every value
+// an SST holds: Snappy may encode even random bytes (a wrapped key) with a
+// back-reference, and then a scan would miss them.
 func erasureOptions(t testing.TB) *pebble.Options {
 	o := pebbleOptions(t)
 	o.Cleaner = eraseCleaner{}
+	o.Levels = make([]pebble.LevelOptions, 7)
+	for i := range o.Levels {
+		o.Levels[i].Compression = pebble.NoCompression
+	}
 	return o
 }
 

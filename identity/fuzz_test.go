@@ -61,17 +61,29 @@ func FuzzDecode(f *testing.F) {
 	p := &profile{id: 7, created: 1700000000, merged: []mergedRef{{9, 7}, {12, 9}}, apart: []uint32{3},
 		idents: []pident{{typ: 1, origin: 7, first: 1700000000, last: 1700003600, value: "u1"},
 			{typ: 2, origin: 9, first: -5, last: 10, value: "jane@example.com"}}}
-	f.Add(appendProfile(nil, p))
-	f.Add(appendProfile(nil, &profile{id: 3, redirect: 1}))
+	f.Add(appendProfileV1(nil, p))
+	sealed := p.clone()
+	for i := range sealed.idents {
+		sealed.idents[i].value, sealed.idents[i].h = "", hash{byte(i + 1), 0xaa}
+	}
+	sealed.sealed = []chunk{{n: 1, b: bytes.Repeat([]byte{1}, 40)}, {n: 1, b: bytes.Repeat([]byte{2}, 28)}}
+	sealed.nsealed = 2
+	f.Add(appendProfileV2(nil, sealed))
+	f.Add(appendProfileV1(nil, &profile{id: 3, redirect: 1}))
 	f.Add(appendLogEntry(nil, &LogEntry{Kind: LogMerge, Time: 1, Survivor: 1, Merged: []uint32{2, 3}, MessageID: "m", Rule: "event:email"}))
 	f.Add(appendLogEntry(nil, &LogEntry{Kind: LogRefused, Time: 1, Merged: []uint32{3}, Erased: true}))
 	f.Add(appendIdentValue(nil, identEntry{42, 1700000000}))
 	f.Add(appendCounters(nil, 5, 9))
 	f.Add([]byte{1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Add([]byte{1, 0, 0, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x10})
+	f.Add([]byte{2, 0, 0, 0, 0, 1, 1, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, v []byte) {
 		if p, err := decodeProfile(7, v); err == nil {
-			q, err := decodeProfile(7, appendProfile(nil, p))
+			enc := appendProfileV1
+			if v[0] == profileV2 && p.redirect == 0 {
+				enc = appendProfileV2
+			}
+			q, err := decodeProfile(7, enc(nil, p))
 			if err != nil || !reflect.DeepEqual(p, q) {
 				t.Fatalf("profile round trip: %+v → %+v (%v)", p, q, err)
 			}

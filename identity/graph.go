@@ -15,6 +15,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // Errors returned by Graph.
@@ -49,8 +51,22 @@ type Graph struct {
 	idc    *genCache[hash, identEntry]
 	pc     *genCache[uint32, *profile]
 
+	// kr seals identifier values in profile records (nil: plain v1
+	// records); pt is plaintext scratch, scrubbed after each use.
+	kr *engine.Keyring
+	pt []byte
+
 	onCommit func([]Op)
 }
+
+// Option tunes New.
+type Option func(*Graph)
+
+// WithKeyring encrypts the identifier values of profile records under
+// each profile's key (see the package doc). Without it records hold the
+// values in plain (v1), as before encryption existed; a store written
+// with a keyring cannot be opened without one.
+func WithKeyring(k *engine.Keyring) Option { return func(g *Graph) { g.kr = k } }
 
 // typeInfo is the runtime form of one identifier type.
 type typeInfo struct {
@@ -68,7 +84,7 @@ type typeInfo struct {
 // New opens the identity graph stored in db. db stays owned by the caller
 // and must outlive the Graph. Metrics are registered on reg (nil: not
 // registered).
-func New(cfg Config, db *pebble.DB, reg prometheus.Registerer) (*Graph, error) {
+func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (*Graph, error) {
 	cfg.Types = slices.Clone(cfg.Types)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -89,6 +105,9 @@ func New(cfg Config, db *pebble.DB, reg prometheus.Registerer) (*Graph, error) {
 		next:   1,
 		seq:    1,
 		sumBuf: make([]byte, 0, sha256.Size),
+	}
+	for _, o := range opts {
+		o(g)
 	}
 	g.idc = newGenCache[hash](cfg.CacheBytes*3/4, identSize)
 	g.pc = newGenCache[uint32](cfg.CacheBytes/4, profileSize)
@@ -243,13 +262,76 @@ func (g *Graph) loadProfile(id uint32) (*profile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read profile %d: %w", id, err)
 	}
-	p, err := decodeProfile(id, v)
+	p, err := g.decodeProfile(id, v)
 	closer.Close()
 	if err != nil {
-		return nil, fmt.Errorf("profile %d: %w", id, err)
+		return nil, err
 	}
 	g.pc.put(id, p)
 	return p, nil
+}
+
+// decodeProfile decodes a stored record and fills the hashes a v1 record
+// does not store. The result does not alias v.
+func (g *Graph) decodeProfile(id uint32, v []byte) (*profile, error) {
+	p, err := decodeProfile(id, v)
+	if err != nil {
+		return nil, fmt.Errorf("profile %d: %w", id, err)
+	}
+	if p.nsealed > 0 && g.kr == nil {
+		return nil, fmt.Errorf("profile %d: %w: its values are encrypted and the graph has no keyring", id, ErrCorrupt)
+	}
+	if v[0] == profileV1 {
+		for i := range p.idents {
+			x := &p.idents[i]
+			if int(x.typ) >= len(g.byID) || x.typ == 0 {
+				return nil, fmt.Errorf("profile %d: %w", id, corrupt("identifier type"))
+			}
+			g.hashInto(&x.h, g.byID[x.typ].name, []byte(x.value))
+		}
+	}
+	return p, nil
+}
+
+// values returns the plain values of p's identifiers, in order, opening
+// its sealed chunks; p is not changed.
+func (g *Graph) values(p *profile) ([]string, error) {
+	out := make([]string, len(p.idents))
+	i := 0
+	for _, c := range p.sealed {
+		var err error
+		g.pt, err = g.kr.Open(g.pt[:0], p.id, c.b, valuesAAD(nil, p.idents[i:i+c.n]))
+		if err == nil {
+			err = decodeValues(out[i:i+c.n], g.pt)
+		}
+		clear(g.pt)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read the identifiers of profile %d: %w", p.id, err)
+		}
+		i += c.n
+	}
+	for ; i < len(p.idents); i++ {
+		out[i] = p.idents[i].value
+	}
+	return out, nil
+}
+
+// reveal gives every identifier of p (which the caller owns: a txn's
+// clone) its plain value and drops the sealed chunks, so the next commit
+// seals all of them again, as one chunk.
+func (g *Graph) reveal(p *profile) error {
+	if p.nsealed == 0 {
+		return nil
+	}
+	vals, err := g.values(p)
+	if err != nil {
+		return err
+	}
+	for i := range p.idents {
+		p.idents[i].value = vals[i]
+	}
+	p.sealed, p.nsealed = nil, 0
+	return nil
 }
 
 // publishCacheMetrics moves the caches' hit counts into the metrics.
@@ -285,6 +367,7 @@ func (p *profile) clone() *profile {
 	c.merged = slices.Clone(p.merged)
 	c.apart = slices.Clone(p.apart)
 	c.idents = slices.Clone(p.idents)
+	c.sealed = slices.Clone(p.sealed)
 	return &c
 }
 
@@ -299,10 +382,11 @@ func (p *profile) isMerged(id uint32) bool {
 
 func (p *profile) isApart(id uint32) bool { return slices.Contains(p.apart, id) }
 
-// findIdent returns the index of the identifier (typ, value) in p, -1 if absent.
-func (p *profile) findIdent(typ uint16, value []byte) int {
+// findIdent returns the index of the identifier of type typ and hash h in
+// p, -1 if absent.
+func (p *profile) findIdent(typ uint16, h *hash) int {
 	for i := range p.idents {
-		if p.idents[i].typ == typ && p.idents[i].value == string(value) {
+		if p.idents[i].h == *h && p.idents[i].typ == typ {
 			return i
 		}
 	}

@@ -99,10 +99,14 @@ type txn struct {
 	vbuf    []byte
 
 	// Erasure (erase.go): committed log entries rewritten as tombstones,
-	// log index keys deleted, and the keys to compact after the commit.
+	// log index keys deleted, profiles whose keys are destroyed, and the
+	// keys to compact after the commit.
 	rewrite map[uint64]LogEntry
 	dels    [][]byte
+	destroy []uint32
 	compact [][]byte
+
+	seal []uint32 // commit: profiles with values to seal, sorted
 }
 
 // tally counts what a txn did, for the metrics after commit.
@@ -126,7 +130,7 @@ func (tx *txn) begin() {
 	tx.tally = tally{}
 	tx.applied = tx.applied[:0]
 	clear(tx.rewrite)
-	tx.dels, tx.compact = tx.dels[:0], tx.compact[:0]
+	tx.dels, tx.compact, tx.destroy = tx.dels[:0], tx.compact[:0], tx.destroy[:0]
 	tx.next, tx.seq = tx.g.next, tx.g.seq
 }
 
@@ -265,7 +269,7 @@ func (tx *txn) apply(op *Op) error {
 			if !ok {
 				continue
 			}
-			if j := p.findIdent(id, []byte(x.Value)); j >= 0 {
+			if j := p.findIdent(id, tx.hashOf(x)); j >= 0 {
 				pi := &p.idents[j]
 				pi.last = max(pi.last, ts)
 				tx.ids[*tx.hashOf(x)] = identEntry{p.id, pi.last}
@@ -319,7 +323,7 @@ func (tx *txn) link(p *profile, idents []Ident, ts int64) error {
 		if err != nil {
 			return err
 		}
-		p.idents = append(p.idents, pident{typ: id, origin: p.id, first: ts, last: ts, value: x.Value})
+		p.idents = append(p.idents, pident{typ: id, origin: p.id, first: ts, last: ts, h: *h, value: x.Value})
 		tx.ids[*h] = identEntry{p.id, ts}
 		tx.tally.added++
 	}
@@ -339,11 +343,16 @@ func (tx *txn) merge(op *Op, ts int64) error {
 		if err != nil {
 			return err
 		}
-		var h hash
+		// The identifiers move to the survivor: their values are sealed
+		// again under its key at commit. The merged profile's key stays
+		// (Split restores the profile under it; Erase of the survivor
+		// destroys it with the survivor's).
+		if err := tx.g.reveal(q); err != nil {
+			return err
+		}
 		for i := range q.idents {
 			x := &q.idents[i]
-			tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
-			tx.ids[h] = identEntry{s.id, x.last}
+			tx.ids[x.h] = identEntry{s.id, x.last}
 		}
 		s.idents = append(s.idents, q.idents...)
 		s.merged = append(s.merged, mergedRef{q.id, s.id})
@@ -387,10 +396,17 @@ func (tx *txn) remove(op *Op) error {
 	}
 	j := -1
 	if id, ok := tx.knownTypeID(x.Type); ok {
-		j = p.findIdent(id, []byte(x.Value))
+		j = p.findIdent(id, h)
 	}
 	if j < 0 {
 		return fmt.Errorf("%w: identifier missing from profile %d", ErrOpConflict, pid)
+	}
+	if j < p.nsealed {
+		// Its value sits in a sealed chunk: open them all, and seal what
+		// remains again at commit.
+		if err := tx.g.reveal(p); err != nil {
+			return err
+		}
 	}
 	p.idents = slices.Delete(p.idents, j, j+1)
 	tx.ids[*h] = identEntry{}
@@ -422,6 +438,11 @@ func (tx *txn) splitAll(op *Op, ts int64) error {
 	if len(s.merged) == 0 {
 		return fmt.Errorf("%w: profile %d has no merges to split", ErrOpConflict, s.id)
 	}
+	// Every part gets its identifiers back in plain, sealed again under
+	// its own key at commit (a merged profile's key survives the merge).
+	if err := tx.g.reveal(s); err != nil {
+		return err
+	}
 	parts := map[uint32]*profile{s.id: s}
 	ids := []uint32{s.id}
 	for _, m := range s.merged {
@@ -436,7 +457,6 @@ func (tx *txn) splitAll(op *Op, ts int64) error {
 		}
 	}
 	kept := s.idents[:0:0]
-	var h hash
 	for _, x := range s.idents {
 		q := parts[x.origin]
 		if q == nil || q == s {
@@ -444,8 +464,7 @@ func (tx *txn) splitAll(op *Op, ts int64) error {
 			continue
 		}
 		q.idents = append(q.idents, x)
-		tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
-		tx.ids[h] = identEntry{q.id, x.last}
+		tx.ids[x.h] = identEntry{q.id, x.last}
 	}
 	s.idents = kept
 	s.merged = nil
@@ -462,6 +481,9 @@ func (tx *txn) splitAll(op *Op, ts int64) error {
 func (tx *txn) splitOut(op *Op, sid uint32, ts int64) error {
 	s, err := tx.live(sid)
 	if err != nil {
+		return err
+	}
+	if err := tx.g.reveal(s); err != nil {
 		return err
 	}
 	// The subtree of op.Profile: it, and every profile whose parent chain
@@ -492,15 +514,13 @@ func (tx *txn) splitOut(op *Op, sid uint32, ts int64) error {
 		}
 	}
 	kept := s.idents[:0:0]
-	var h hash
 	for _, x := range s.idents {
 		if !in(x.origin) {
 			kept = append(kept, x)
 			continue
 		}
 		q.idents = append(q.idents, x)
-		tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
-		tx.ids[h] = identEntry{q.id, x.last}
+		tx.ids[x.h] = identEntry{q.id, x.last}
 	}
 	s.idents, s.merged = kept, keptM
 	if !s.isApart(q.id) {
@@ -522,6 +542,9 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 	g := tx.g
 	w := g.db.NewBatch()
 	defer w.Close()
+	if g.kr != nil {
+		defer g.kr.Abandon(w) // a no-op once Committed
+	}
 	set := func(k, v []byte) error {
 		if err := w.Set(k, v, nil); err != nil {
 			return fmt.Errorf("cannot stage identity write: %w", err)
@@ -541,6 +564,9 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 			return err
 		}
 	}
+	if err := tx.sealValues(w); err != nil {
+		return err
+	}
 	for id, p := range tx.profs {
 		tx.kbuf = profileKey(tx.kbuf[:0], id)
 		if p == nil {
@@ -549,7 +575,11 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 			}
 			continue
 		}
-		tx.vbuf = appendProfile(tx.vbuf[:0], p)
+		if g.kr != nil {
+			tx.vbuf = appendProfileV2(tx.vbuf[:0], p)
+		} else {
+			tx.vbuf = appendProfileV1(tx.vbuf[:0], p)
+		}
 		if err := set(tx.kbuf, tx.vbuf); err != nil {
 			return err
 		}
@@ -595,7 +625,58 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 	if err := w.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("cannot commit identity batch: %w", err)
 	}
+	if g.kr != nil {
+		g.kr.Committed(w)
+	}
 	tx.publish()
+	return nil
+}
+
+// maxChunks bounds the sealed chunks of one record: a commit that would
+// add one more seals all the values again as one chunk. Each chunk costs
+// 30 bytes or so (count, length, nonce, tag); links are rarer than
+// touches, so most records have one or two.
+const maxChunks = 4
+
+// sealValues seals, with a keyring, the plain values each written profile
+// gained (idents past nsealed) into a new chunk under the profile's key,
+// in profile id order (so a seeded keyring gives the same bytes), staging
+// a new key into w where a profile has none. The sealed profiles keep no
+// plain value: they go to the cache as stored.
+func (tx *txn) sealValues(w *pebble.Batch) error {
+	kr := tx.g.kr
+	if kr == nil {
+		return nil
+	}
+	tx.seal = tx.seal[:0]
+	for id, p := range tx.profs {
+		if p != nil && p.redirect == 0 && p.nsealed < len(p.idents) {
+			tx.seal = append(tx.seal, id)
+		}
+	}
+	slices.Sort(tx.seal)
+	for _, id := range tx.seal {
+		p := tx.profs[id]
+		if len(p.sealed) >= maxChunks {
+			if err := tx.g.reveal(p); err != nil {
+				return err
+			}
+		}
+		fresh := p.idents[p.nsealed:]
+		g := tx.g
+		g.pt = appendValues(g.pt[:0], fresh)
+		tx.vbuf = valuesAAD(tx.vbuf[:0], fresh)
+		b, err := kr.Seal(nil, w, id, g.pt, tx.vbuf)
+		clear(g.pt)
+		if err != nil {
+			return fmt.Errorf("cannot seal the identifiers of profile %d: %w", id, err)
+		}
+		p.sealed = append(p.sealed, chunk{n: len(fresh), b: b})
+		for i := range fresh {
+			fresh[i].value = ""
+		}
+		p.nsealed = len(p.idents)
+	}
 	return nil
 }
 

@@ -77,7 +77,7 @@ func (s *Stage) touch(pid uint32, ts int64) error {
 		if !ok {
 			continue
 		}
-		if j := p.findIdent(id, s.value(sl)); j >= 0 && sec-p.idents[j].last >= gran {
+		if j := p.findIdent(id, &sl.h); j >= 0 && sec-p.idents[j].last >= gran {
 			s.news = append(s.news, s.ident(sl))
 		}
 	}

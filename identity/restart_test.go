@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/pebble"
 )
 
 // TestRestart closes and reopens the store: the graph and the profile
@@ -81,5 +83,57 @@ func TestSecretMismatch(t *testing.T) {
 	defer db.Close()
 	if _, err := New(tg.cfg, db, nil); !errors.Is(err, ErrSecretMismatch) {
 		t.Fatalf("got %v, want ErrSecretMismatch", err)
+	}
+}
+
+// TestPlainToEncrypted opens a store written without a keyring (v1
+// records, plain values) with one: the graph reads the same, records are
+// sealed as they are written again, and once one is sealed the store
+// cannot be opened without the keyring.
+func TestPlainToEncrypted(t *testing.T) {
+	r := rand.New(rand.NewPCG(12, 12))
+	tg := newTestGraph(t, testConfig())
+	tg.plain = true
+	tg.restart()
+	evs, _ := randomEvents(r, 300, 60)
+	for i := 0; i < 200; i += 50 {
+		tg.process(evs[i : i+50])
+	}
+	before := tg.dump()
+	tg.plain = false
+	tg.restart()
+	if got := tg.dump(); got != before {
+		t.Fatalf("graph read differently with a keyring:\n%s\nwant:\n%s", got, before)
+	}
+	for i := 200; i < 300; i += 50 {
+		tg.process(evs[i : i+50])
+	}
+	if d := tg.dump(); strings.Contains(d, "CHECK FAILED") {
+		t.Fatal(d)
+	}
+	sealed := 0
+	it, err := tg.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixProfile}, UpperBound: []byte{prefixProfile + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if it.Value()[0] == profileV2 {
+			sealed++
+		}
+	}
+	it.Close()
+	if sealed == 0 {
+		t.Fatal("no record was sealed when written again")
+	}
+	tg.close()
+	tg.plain = true
+	db := tg.reopenDB()
+	defer db.Close()
+	g, err := New(tg.cfg, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "no keyring") {
+		t.Fatalf("sealed records read without a keyring: %v", err)
 	}
 }

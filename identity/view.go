@@ -78,13 +78,17 @@ func (g *Graph) viewLocked(id uint32) (ProfileView, error) {
 	}
 	v.ProfileID = p.id
 	v.Created = time.Unix(p.created, 0).UTC()
+	vals, err := g.values(p)
+	if err != nil {
+		return ProfileView{}, err
+	}
 	v.Identifiers = make([]IdentifierView, 0, len(p.idents))
-	for _, x := range p.idents {
+	for i, x := range p.idents {
 		name := "unknown"
 		if int(x.typ) < len(g.byID) {
 			name = g.byID[x.typ].name
 		}
-		v.Identifiers = append(v.Identifiers, IdentifierView{Type: name, Value: x.value,
+		v.Identifiers = append(v.Identifiers, IdentifierView{Type: name, Value: vals[i],
 			FirstSeen: time.Unix(x.first, 0).UTC(), LastSeen: time.Unix(x.last, 0).UTC()})
 	}
 	for _, m := range p.merged {
@@ -160,8 +164,10 @@ func (g *Graph) Log(from uint64, limit int) ([]LogEntry, error) {
 // Check verifies the graph's invariants by reading all of it: every
 // identifier key points to a live profile that lists the identifier, every
 // listed identifier's key points back, every redirect points one hop to a
-// live profile that lists it as merged, and every profile id is below the
-// counter. It is meant for tests and offline checks.
+// live profile that lists it as merged, every profile id is below the
+// counter, and every stored value (decrypted with the keyring) hashes to
+// the identifier hash stored beside it. It is meant for tests and offline
+// checks.
 func (g *Graph) Check() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -176,7 +182,7 @@ func (g *Graph) Check() error {
 			it.Close()
 			return corrupt("profile key")
 		}
-		p, err := decodeProfile(be32(k[1:]), it.Value())
+		p, err := g.decodeProfile(be32(k[1:]), it.Value())
 		if err != nil {
 			it.Close()
 			return err
@@ -203,12 +209,19 @@ func (g *Graph) Check() error {
 				return fmt.Errorf("profile %d lists %d as merged, which does not redirect to it", id, m.id)
 			}
 		}
-		for _, x := range p.idents {
+		vals, err := g.values(p)
+		if err != nil {
+			return err
+		}
+		for i, x := range p.idents {
 			if int(x.typ) >= len(g.byID) || x.typ == 0 {
 				return fmt.Errorf("profile %d holds an identifier of unknown type %d", id, x.typ)
 			}
 			var h hash
-			g.hashInto(&h, g.byID[x.typ].name, []byte(x.value))
+			g.hashInto(&h, g.byID[x.typ].name, []byte(vals[i]))
+			if h != x.h {
+				return fmt.Errorf("profile %d: an identifier's value does not match its hash", id)
+			}
 			if other, dup := want[h]; dup {
 				return fmt.Errorf("identifier held by profiles %d and %d", other.pid, id)
 			}

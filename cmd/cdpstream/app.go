@@ -41,6 +41,7 @@ type app struct {
 	runner  *engine.Runner
 	srv     *engine.Server
 	db      *pebble.DB
+	keys    *engine.Keyring
 	graph   *identity.Graph
 	consent *segments.Consent // nil when no purpose catalogue is configured
 	aud     *audienceRecords
@@ -94,7 +95,12 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	if a.db, err = engine.OpenStore(stateDir(cfg.DataDir), cfg.State, log); err != nil {
 		return a, fmt.Errorf("data_dir: %w", err)
 	}
-	if a.graph, err = identity.New(cfg.Identity, a.db, a.reg); err != nil {
+	// Identifier values and traits are sealed under per-profile keys
+	// wrapped by the master key; erasure destroys a profile's key.
+	if a.keys, err = engine.NewKeyring(cfg.Encryption, a.db, engine.WithKeyringRegisterer(a.reg)); err != nil {
+		return a, err
+	}
+	if a.graph, err = identity.New(cfg.Identity, a.db, a.reg, identity.WithKeyring(a.keys)); err != nil {
 		return a, err
 	}
 	resolve, err := identity.NewStage(a.graph)
@@ -116,7 +122,7 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		stages = append(stages, a.consent)
 	}
 	a.aud = &audienceRecords{}
-	audOpts := []audience.Option{audience.WithOnChange(a.aud.onChange), audience.WithRegisterer(a.reg)}
+	audOpts := []audience.Option{audience.WithOnChange(a.aud.onChange), audience.WithRegisterer(a.reg), audience.WithKeyring(a.keys)}
 	if a.consent != nil {
 		names := make([]string, 0, len(cfg.Consent.Purposes))
 		for _, p := range cfg.Consent.Purposes {

@@ -36,6 +36,7 @@ log: {level: error}
 source: {kafka: {brokers: [%s], group: aud, topics: [in]}}
 batch: {max_rows: 64, max_age: 10ms}
 identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
 sinks:
   - {name: changes, events: false, records: [audience], kafka: {topic: changes, key: profile_id}}
 dead_letter: {kafka: {topic: dlq}}

@@ -30,6 +30,7 @@ sinks: [{name: out, consent: {}, file: {path: ` + filepath.Join(dir, "out.ndjson
 dead_letter: {file: {path: ` + filepath.Join(dir, "dead.ndjson") + `}}
 http: {addr: "127.0.0.1:0"}
 identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
 `)
 	cfg, err := parseConfig(cfgText)
 	if err != nil {

@@ -41,6 +41,10 @@ type Config struct {
 	Sinks      []sinkConfig          `yaml:"sinks"`
 	DeadLetter sink.DeadLetterConfig `yaml:"dead_letter"`
 	Identity   identity.Config       `yaml:"identity"`
+	// Encryption holds the master key that wraps the per-profile keys
+	// under which identifier values and traits are sealed at rest.
+	// Required, like identity.secret: `run` refuses to start without it.
+	Encryption engine.EncryptionConfig `yaml:"encryption"`
 	// Consent is the purpose catalogue; without purposes the consent stage
 	// is off and sinks may only state `consent: {}`.
 	Consent segments.Config `yaml:"consent"`
@@ -155,6 +159,7 @@ func (c *Config) defaults() {
 	}
 	c.DeadLetter.Defaults()
 	c.Identity.Defaults()
+	c.Encryption.Defaults()
 	c.Audiences.Defaults()
 	if c.Privacy.IdentityTypes == nil {
 		c.Privacy.IdentityTypes = opendsrIdentityTypes()
@@ -255,6 +260,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Identity.Validate(); err != nil {
 		return err // names identity.<field>
+	}
+	if err := c.Encryption.Validate(); err != nil {
+		return fmt.Errorf("encryption.%w", err)
 	}
 	if err := c.Audiences.Validate(); err != nil {
 		return fmt.Errorf("audiences.%w", err)

@@ -12,6 +12,7 @@ import (
 
 func TestExampleConfigIsValid(t *testing.T) {
 	t.Setenv("CDPSTREAM_IDENTITY_SECRET", "from-the-environment")
+	t.Setenv("CDPSTREAM_MASTER_KEY", "0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff")
 	cfg, err := loadConfig("../../cdpstream.example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -28,6 +29,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 func TestBadConfigNamesTheField(t *testing.T) {
 	const base = `
 identity: {secret: s}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
 source: {kafka: {brokers: [b:9092], topics: [in]}}
 sinks: [{name: s, consent: {}, stdout: {}}]
 dead_letter: {file: {path: /tmp/x}}
@@ -59,6 +61,11 @@ dead_letter: {file: {path: /tmp/x}}
 		{base + "audiences: {definitions: [{id: vip, conditon: {trait: {path: plan, op: eq, value: pro}}}]}\n", "audiences.definitions[0]:"},
 		{strings.Replace(base, "dead_letter: {file: {path: /tmp/x}}", "", 1), "dead_letter."},
 		{strings.Replace(base, "identity: {secret: s}", "identity: {secret_env: CDPSTREAM_TEST_UNSET_SECRET}", 1), "identity.secret"},
+		{strings.Replace(base, "encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}", "", 1), "encryption.master_key: must be set, or the environment variable named by master_key_env (CDPSTREAM_MASTER_KEY)"},
+		{strings.Replace(base, "encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}", "encryption: {master_key_env: CDPSTREAM_TEST_UNSET_MASTER}", 1), "encryption.master_key: must be set"},
+		{strings.Replace(base, "0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff", "not-a-key", 1), "encryption.master_key: must be 32 bytes written as 64 hex digits or as base64"},
+		{strings.Replace(base, "0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff", "0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccdd", 1), "encryption.master_key: must be 32 bytes"},
+		{strings.Replace(base, "encryption: {master_key: ", "encryption: {cache_entries: -1, master_key: ", 1), "encryption.cache_entries"},
 	} {
 		_, err := parseConfig([]byte(tc.yaml))
 		if tc.want == "" {
@@ -105,6 +112,7 @@ sinks: [{name: out, consent: {}, file: {path: `+out+`}}]
 dead_letter: {file: {path: `+dead+`}}
 http: {addr: "127.0.0.1:0"}
 identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -106,6 +106,7 @@ log: {level: warn}
 source: {kafka: {brokers: [%s], group: consent, topics: [in]}}
 batch: {max_rows: 256, max_age: 20ms}
 identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
 consent:
   purposes:
     - {name: analytics, bit: 0, default: denied, segment: [Analytics]}

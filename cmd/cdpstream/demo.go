@@ -23,6 +23,10 @@ import (
 	"github.com/cdpstream/cdpstream/segments"
 )
 
+// demoMasterKey is the demo's encryption master key ("cdpstream demo
+// master key public" in hex). Never use it for real data.
+const demoMasterKey = "63647073747265616d2064656d6f206d6173746572206b6579207075626c6963"
+
 const (
 	demoInput  = "events"
 	demoOutput = "events.processed"
@@ -123,6 +127,9 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	// The demo's identifier hashes need a secret like any deployment; this
 	// one is public, so the demo's state must never hold real data.
 	cfg.Identity.Secret = "cdpstream-demo-secret-not-for-real-data"
+	// Likewise the master key of the per-profile encryption keys: fixed and
+	// public, so the demo needs no setup (and protects nothing).
+	cfg.Encryption.MasterKey = demoMasterKey
 	cfg.DeadLetter.File = &sink.DeadLetterFileConfig{Path: deadFile}
 	cfg.HTTP.Addr = f.httpAddr
 	cfg.defaults()

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,11 +24,14 @@ import (
 
 // TestErasureEndToEnd: a person with three devices, two emails and a user
 // id, merged, with consent and an audience membership, is erased by one
-// email through the OpenDSR API. Afterwards no identifier finds anything,
-// no bitmap holds the old profile, no file of the data directory holds
-// any of the person's values in plain text, the sink that asked got a
-// deletion notice, a new event starts a new profile, and the audit trail
-// verifies.
+// email through the OpenDSR API. Before, no file of the data directory
+// holds any of her identifier or trait values in plain text (they are
+// sealed under her profile's key). Afterwards no identifier finds
+// anything, no bitmap holds the old profile, no file holds her values,
+// copies of her stored traits and profile record taken before the
+// erasure cannot be opened with the master key (her key is destroyed),
+// the sink that asked got a deletion notice, a new event starts a new
+// profile, and the audit trail verifies.
 func TestErasureEndToEnd(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
 	if err != nil {
@@ -43,6 +48,7 @@ log: {level: error}
 source: {kafka: {brokers: [%s], group: erase, topics: [in]}}
 batch: {max_rows: 16, max_age: 10ms}
 identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
 consent: {purposes: [{name: analytics, bit: 0, default: denied, segment: [analytics]}]}
 sinks:
   - {name: out, consent: {}, file: {path: %s}}
@@ -94,9 +100,10 @@ http:
 	}
 	// Jane: three devices, two emails, one user id, consent, a trait.
 	values := []string{"jane-user-41", "jane.first@example.com", "jane.second@example.org",
-		"anon-phone-9c1", "anon-laptop-77e", "anon-tablet-d04", "device-phone-5b2", "device-laptop-e19", "device-tablet-0aa", "pro-tier-7f3a"}
+		"anon-phone-9c1", "anon-laptop-77e", "anon-tablet-d04", "device-phone-5b2", "device-laptop-e19", "device-tablet-0aa", "pro-tier-7f3a",
+		"jane-street-5d1c"}
 	produce(
-		`{"type":"identify","anonymousId":"anon-phone-9c1","userId":"jane-user-41","messageId":"1","traits":{"email":"jane.first@example.com","plan":"pro-tier-7f3a"},"context":{"device":{"id":"device-phone-5b2"},"consent":{"categoryPreferences":{"analytics":true}}}}`,
+		`{"type":"identify","anonymousId":"anon-phone-9c1","userId":"jane-user-41","messageId":"1","traits":{"email":"jane.first@example.com","plan":"pro-tier-7f3a","street":"jane-street-5d1c"},"context":{"device":{"id":"device-phone-5b2"},"consent":{"categoryPreferences":{"analytics":true}}}}`,
 		`{"type":"track","event":"Viewed","anonymousId":"anon-laptop-77e","messageId":"2","context":{"device":{"id":"device-laptop-e19"}}}`,
 		`{"type":"identify","anonymousId":"anon-laptop-77e","userId":"jane-user-41","messageId":"3","traits":{"email":"jane.second@example.org"}}`,
 		`{"type":"track","event":"Viewed","anonymousId":"anon-tablet-d04","messageId":"4","context":{"device":{"id":"device-tablet-0aa"}}}`,
@@ -118,6 +125,33 @@ http:
 	pid := fmt.Sprint(jane)
 	if _, b := call("GET", "/v1/audiences/pro/contains?profile_id="+pid, ""); !bytes.Contains(b, []byte(`"member": true`)) {
 		t.Fatalf("Jane is not in the audience: %s", b)
+	}
+
+	// At rest only ciphertext, before any erasure. Everything written so
+	// far is in the WAL, uncompressed, where a plain value would show;
+	// the audience definition, stored in plain, holds the trait value it
+	// matches ("pro-tier-7f3a"): the control that the scan sees plain
+	// bytes.
+	if f := findInDir(t, dataDir, "pro-tier-7f3a"); f == "" {
+		t.Fatal("control: the audience definition's value is in no file: the scan cannot see plain bytes")
+	}
+	for _, v := range append(values[:9:9], values[10], "bob@example.com") {
+		if f := findInDir(t, dataDir, v); f != "" {
+			t.Errorf("%q in plain in %s before any erasure", v, f)
+		}
+	}
+	// Copies of her stored traits (0x29, version 2: sealed) and profile
+	// record (0x12, version 2: identifier values in sealed chunks), as a
+	// backup would keep them.
+	var copies [][]byte
+	for _, prefix := range []byte{0x29, 0x12} {
+		k := binary.BigEndian.AppendUint32([]byte{prefix}, jane)
+		v, closer, err := a.db.Get(k)
+		if err != nil {
+			t.Fatalf("record %x: %v", k, err)
+		}
+		copies = append(copies, bytes.Clone(v))
+		closer.Close()
 	}
 
 	// Erasure by one email.
@@ -172,6 +206,29 @@ http:
 		if f := findInDir(t, dataDir, v); f != "" {
 			t.Errorf("%q still in %s after erasure", v, f)
 		}
+	}
+	// Crypto-shredding: with the master key, a keyring on the store
+	// cannot open the copies taken before the erasure: her key is gone
+	// (the package tests open the copies before the erasure, and show the
+	// wrapped key leaves every file).
+	db, err := engine.OpenStore(stateDir(dataDir), cfg.State, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := engine.NewKeyring(cfg.Encryption, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range copies {
+		if c[0] != 2 || len(c) < 1+engine.SealOverhead {
+			t.Errorf("copy %d is not a sealed version (version %d)", i, c[0])
+		}
+		if _, err := kr.Open(nil, jane, c[1:], nil); !errors.Is(err, engine.ErrKeyDestroyed) {
+			t.Errorf("copy %d after the erasure: %v, want engine.ErrKeyDestroyed", i, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(outDir, "c.yaml")
 	if err := os.WriteFile(cfgPath, cfgText, 0o600); err != nil {

@@ -29,6 +29,7 @@ log: {level: error}
 source: {file: {path: "-"}}
 batch: {max_age: 10ms}
 identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
 consent: {purposes: [{name: analytics, bit: 0, default: granted}]}
 sinks: [{name: out, consent: {}, file: {path: %s}}]
 dead_letter: {file: {path: %s}}

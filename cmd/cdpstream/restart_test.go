@@ -79,6 +79,7 @@ dead_letter:
   kafka: {topic: %s}
 http: {addr: "127.0.0.1:0"}
 identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
 `, dir, brokers[0], topicIn, maxRows, queueDepth, topicOut, topicDLQ)), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,7 @@ func benchAudiences(b *testing.B, s *Store, n int) {
 
 // BenchmarkStage is the cost of audience evaluation on the ingest path: one
 // op is a batch of 4096 events (80% track over 20 names, 20% identify) of
-// 100k profiles, with 0, 10 and 100 audiences defined.
+// 100k profiles, with 0, 10 and 100 audiences defined, traits sealed.
 func BenchmarkStage(b *testing.B) {
 	const rows, profiles = 4096, 100_000
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -162,7 +162,13 @@ func BenchmarkStage(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer db.Close()
-			s, err := New(Config{}, db, WithConsent(cv), WithClock(func() time.Time { return now }))
+			// Traits sealed as cmd/cdpstream stores them (the keyring's
+			// default cache, 16384 keys, for 100k profiles).
+			kr, err := engine.NewKeyring(engine.EncryptionConfig{MasterKey: testMasterKey}, db)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := New(Config{}, db, WithConsent(cv), WithClock(func() time.Time { return now }), WithKeyring(kr))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -82,27 +82,63 @@
 //
 // Erase(pids...) (issue 6, called by the privacy processor through its
 // Eraser) deletes in one synced Pebble batch each profile's traits (0x29),
-// its day counters (0x2a, a range deletion) and its membership row in
-// every audience (0x2b); removes it from every membership bitmap (nested
+// its day counters (0x2a, a range deletion), its membership row in every
+// audience (0x2b) and, with a keyring, its key (engine's 0x03: every older
+// copy of its sealed traits becomes unreadable); removes it from every membership bitmap (nested
 // audiences included) and from the known universe (so NOT, Sweep and
 // back-fill no longer range over it); emits, after the commit, an exit
 // record with cause "erase" per audience it was a member of, through
 // WithOnChange, so activation tools drop it; and resets the scratch
 // parsers and buffers that may hold its traits. Then it flushes the
 // memtable and compacts the erased ranges (per run of consecutive ids;
-// memberships per audience), so the values leave the SSTs. Idempotent: a
+// memberships per audience; the keys' range), so the values and the
+// wrapped key leave the SSTs. Idempotent: a
 // repeat emits nothing and compacts again. The same id seen again later
 // starts from empty traits and zero counts. Definitions (0x28), offsets
 // (0x2c) and back-fill marks (0x2d) hold nothing per profile.
 //
-// Not reached: Pebble recycles obsolete WAL files and overwrites a
-// recycled one from its start, so its tail can keep traits written
-// before the erasure; TestErase/pebble-default reports
+// Not reached without a keyring: Pebble recycles obsolete WAL files and
+// overwrites a recycled one from its start, so its tail can keep traits
+// written before the erasure; TestErase/pebble-default reports
 // "trait-secret-value-123" in such a log. Opening the store with WAL
 // recycling off (a Cleaner carrying Pebble's NeedsFileContents marker:
-// noRecycleCleaner in erase_test.go; engine.OpenStore does not yet) makes
-// the erased values leave every file of the directory, which
-// TestErase/wal-recycling-off checks.
+// noRecycleCleaner in erase_test.go; engine.OpenStore does so) makes the
+// erased values leave every file of the directory, which
+// TestErase/wal-recycling-off checks. With a keyring traits are never in
+// plain at rest (TestErase/sealed finds neither profile's values in any
+// file before the erasure, and the wrapped key in none after it); with
+// recycling on, a recycled WAL may keep the wrapped key
+// (TestErase/sealed-pebble-default reports it), which the master key
+// would unwrap: keep recycling off.
+//
+// # Encryption (WithKeyring)
+//
+// With an engine.Keyring (cmd/cdpstream always passes one) a profile's
+// traits are stored as version 2: nonce | AES-256-GCM ciphertext | tag
+// under the profile's key, with aad "cdpstream audience traits v1" (the
+// keyring adds the profile id): they open only as that profile's traits.
+// "{}", written for a profile with no traits to make it known, stays
+// version 1 (it says nothing about the person). Every read opens them
+// (Process's trait updates, evaluation of trait conditions once per
+// profile and run, merges, Traits, SetTraits) and every write seals them
+// again with a fresh nonce; the key is created with the first sealed
+// traits if the profile has none yet (identity creates it with the
+// profile). A merge opens the merged profile's traits under its key and
+// seals the result under the survivor's. Traits sealed under a key that
+// is destroyed (the profile was erased elsewhere first) read as "{}".
+// Plain (version 1) traits written without a keyring are read by both
+// and sealed when next written. Cost: an Open and a Seal per identify,
+// and an Open per evaluated profile with a trait condition; 0.25-0.5 µs
+// each when the key is cached, 3-6 µs when not (engine.BenchmarkKeyring;
+// BenchmarkStage measures the stage with sealed traits).
+//
+// # Rectification
+//
+// SetTraits(pid, patch) applies a JSON merge patch (RFC 7396: nil removes
+// a key, objects merge recursively, anything else replaces) to a known
+// profile's traits, re-evaluates its trait audiences (records with cause
+// "rectify") and commits both in one synced batch; the result must fit
+// max_trait_bytes (ErrTraitsTooLarge, nothing changes).
 //
 // # Pebble layout (prefixes 0x28-0x2f; 0x20-0x27 are package segments')
 //
@@ -113,7 +149,7 @@
 //
 // # Metrics (WithRegisterer)
 //
-// cdp_segments_audience_changes_total{cause,kind} (cause erase included),
+// cdp_segments_audience_changes_total{cause,kind} (causes erase and rectify included),
 // cdp_segments_audience_erased_total,
 // cdp_segments_audience_evaluations_total,
 // cdp_segments_audience_traits_dropped_total,

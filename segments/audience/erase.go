@@ -7,6 +7,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/valyala/fastjson"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // Erase removes everything the audience store holds about pids, for a
@@ -14,9 +16,10 @@ import (
 //
 //   - Pebble, in one synced batch: the profile's traits (0x29, which also
 //     makes it unknown), every day-bucket counter (0x2a, one range
-//     deletion per profile) and its membership row in every audience
-//     (0x2b); definitions, offsets and back-fill marks hold nothing about
-//     a profile;
+//     deletion per profile), its membership row in every audience (0x2b)
+//     and, with a keyring, its key (engine's 0x03: every older copy of
+//     its sealed traits is unreadable from then on); definitions, offsets
+//     and back-fill marks hold nothing about a profile;
 //   - memory: its id in every audience's membership bitmap (nested ones
 //     included) and in the known-profiles universe (so NOT and back-fill
 //     no longer range over it), and the per-batch scratch (parsers, arena,
@@ -25,7 +28,8 @@ import (
 //     per audience the profile was a member of, through WithOnChange like
 //     every other change, so activation tools drop it too;
 //   - disk: the memtable is flushed and the erased key ranges compacted
-//     (db.Flush, then db.Compact), so the deleted values leave the SSTs.
+//     (db.Flush, then db.Compact), the keys' range included, so the
+//     deleted values and the wrapped key leave the SSTs.
 //
 // Erase is idempotent: a second call finds nothing, emits no record, and
 // compacts the ranges again (completing a call interrupted by a crash
@@ -61,6 +65,9 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 	defer s.mu.Unlock()
 	w := s.db.NewBatch()
 	defer w.Close()
+	if s.kr != nil {
+		defer s.kr.Abandon(w)
+	}
 	auds := make([]string, 0, len(s.order))
 	for _, a := range s.order {
 		auds = append(auds, a.def.ID)
@@ -75,6 +82,14 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 		if err := w.DeleteRange(lo, hi, nil); err != nil {
 			return nil, fmt.Errorf("cannot stage erasure: %w", err)
 		}
+		if s.kr != nil {
+			// Crypto-shredding: every older copy of its sealed traits
+			// becomes unreadable (identity, erased first, destroyed it
+			// already; this makes the store's erasure whole by itself).
+			if err := s.kr.Destroy(w, pid); err != nil {
+				return nil, err
+			}
+		}
 		// Every audience's row, not only those the bitmaps name: the rows
 		// are what a restart rebuilds memberships from.
 		for _, id := range auds {
@@ -86,6 +101,9 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 	}
 	if err := w.Commit(pebble.Sync); err != nil {
 		return nil, fmt.Errorf("cannot commit erasure: %w", err)
+	}
+	if s.kr != nil {
+		s.kr.Committed(w)
 	}
 	now := s.now()
 	s.chg = s.chg[:0]
@@ -110,6 +128,8 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 	clear(s.csets)
 	clear(s.key[:cap(s.key)])
 	clear(s.val[:cap(s.val)])
+	clear(s.js[:cap(s.js)])
+	clear(s.sbuf[:cap(s.sbuf)])
 	s.p1, s.p2, s.arena = fastjson.Parser{}, fastjson.Parser{}, fastjson.Arena{}
 	if s.m.erased != nil {
 		s.m.erased.Add(float64(erased))
@@ -144,6 +164,11 @@ func (s *Store) compactErased(ids []uint32, auds []string) error {
 		_, hi := counterRange(last)
 		if err := compact(lo, hi); err != nil {
 			return err
+		}
+		if s.kr != nil {
+			if err := compact(engine.KeyringSpan(first, last)); err != nil {
+				return err
+			}
 		}
 		for _, id := range auds {
 			hi := append(append([]byte{prefixMember}, id...), 1)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // openPlainDB opens Pebble in dir without block compression, so that a
@@ -125,12 +128,35 @@ func hasSST(files []string) bool {
 // second Erase does nothing; a reopened store agrees; no file holds its
 // trait value (with WAL recycling off; with Pebble's default no SST does,
 // and a recycled WAL that still does is listed).
+//
+// Sealed (a keyring, WAL recycling off): before the erasure no file holds
+// either profile's trait values (only ciphertext is at rest; a value of an
+// audience definition, stored in plain, is the control that the scan sees
+// plain bytes); a copy of the victim's stored traits taken before the
+// erasure opens before and no longer opens after it, for a keyring opened
+// on the store with the master key; the victim's wrapped key is in no
+// file after it.
 func TestErase(t *testing.T) {
-	t.Run("wal-recycling-off", func(t *testing.T) { testErase(t, false) })
-	t.Run("pebble-default", func(t *testing.T) { testErase(t, true) })
+	t.Run("wal-recycling-off", func(t *testing.T) { testErase(t, false, false) })
+	t.Run("pebble-default", func(t *testing.T) { testErase(t, true, false) })
+	t.Run("sealed", func(t *testing.T) { testErase(t, false, true) })
+	t.Run("sealed-pebble-default", func(t *testing.T) { testErase(t, true, true) })
 }
 
-func testErase(t *testing.T, recycle bool) {
+const testMasterKey = "7a3c5e7f9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f3a"
+
+// newTestKeyring opens a keyring on db with a seeded random source.
+func newTestKeyring(t testing.TB, db *pebble.DB, seed byte) *engine.Keyring {
+	t.Helper()
+	kr, err := engine.NewKeyring(engine.EncryptionConfig{MasterKey: testMasterKey}, db,
+		engine.WithRandom(rand.NewChaCha8([32]byte{seed})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+func testErase(t *testing.T, recycle, sealed bool) {
 	const (
 		victim = uint32(41)
 		other  = uint32(42) // adjacent: compaction runs must not touch it
@@ -151,12 +177,18 @@ func testErase(t *testing.T, recycle bool) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	var got []Change
 	reg := prometheus.NewRegistry()
-	s, err := New(Config{}, db, WithClock(func() time.Time { return now }), WithRegisterer(reg),
-		WithOnChange(func(c []Change) { got = append(got, c...) }))
+	var kopts []Option
+	if sealed {
+		kopts = append(kopts, WithKeyring(newTestKeyring(t, db, 1)))
+	}
+	s, err := New(Config{}, db, append(kopts, WithClock(func() time.Time { return now }), WithRegisterer(reg),
+		WithOnChange(func(c []Change) { got = append(got, c...) }))...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	const control = "definition-control-7e1f"
 	for _, d := range []Definition{
+		{ID: "control", Condition: Condition{Trait: &TraitCond{Path: "plan", Op: "eq", Value: json.RawMessage(`"` + control + `"`)}}},
 		{ID: "pro", Condition: Condition{Trait: &TraitCond{Path: "plan", Op: "eq", Value: json.RawMessage(`"pro"`)}}},
 		{ID: "buyers", Condition: Condition{Event: &EventCond{Name: "order", Count: minCount(2), Within: "30d"}}},
 		{ID: "vip", Condition: Condition{And: []Condition{{Audience: "pro"}, {Audience: "buyers"}}}},
@@ -178,16 +210,42 @@ func testErase(t *testing.T, recycle bool) {
 		t.Fatal(err)
 	}
 	b.Release()
-	const before = "buyers v1: [41]\nnot-pro v1: []\npro v1: [41 42]\nvip v1: [41]\n"
+	const before = "buyers v1: [41]\ncontrol v1: []\nnot-pro v1: []\npro v1: [41 42]\nvip v1: [41]\n"
 	if d := dumpMembers(s); d != before {
 		t.Fatalf("setup:\n%s", d)
 	}
 	if err := db.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	// Control: the trait value is found in an SST once flushed, so the scan
-	// below would see it if it stayed.
-	if f := filesHolding(t, dir, []byte(secret)); !hasSST(f) {
+	var oldTraits, wrapped []byte // sealed: the victim's stored traits and key, copied
+	if sealed {
+		// Only ciphertext at rest, even before any erasure.
+		for _, v := range []string{secret, kept} {
+			if f := filesHolding(t, dir, []byte(v)); len(f) > 0 {
+				t.Fatalf("trait value %q in plain in %v before any erasure", v, f)
+			}
+		}
+		if f := filesHolding(t, dir, []byte(control)); !hasSST(f) {
+			t.Fatalf("control: %q not in an SST (files %v): the scan cannot see plain bytes", control, f)
+		}
+		for k, dst := range map[string]*[]byte{string(traitsKey(nil, victim)): &oldTraits, string(engine.KeyringKey(nil, victim)): &wrapped} {
+			v, closer, err := db.Get([]byte(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			*dst = bytes.Clone(v)
+			closer.Close()
+		}
+		if oldTraits[0] != traitsSealed {
+			t.Fatalf("traits stored as version %d", oldTraits[0])
+		}
+		fresh := &Store{kr: newTestKeyring(t, db, 2)}
+		if js, err := fresh.decodeTraits(nil, victim, oldTraits); err != nil || !bytes.Contains(js, []byte(secret)) {
+			t.Fatalf("before the erasure the copy opens to %q, %v", js, err)
+		}
+	} else if f := filesHolding(t, dir, []byte(secret)); !hasSST(f) {
+		// Control: the trait value is found in an SST once flushed, so
+		// the scan below would see it if it stayed.
 		t.Fatalf("control: %q not in an SST before erasure (files %v)", secret, f)
 	}
 
@@ -195,7 +253,7 @@ func testErase(t *testing.T, recycle bool) {
 	if err := s.Erase(victim); err != nil {
 		t.Fatal(err)
 	}
-	const after = "buyers v1: []\nnot-pro v1: []\npro v1: [42]\nvip v1: []\n"
+	const after = "buyers v1: []\ncontrol v1: []\nnot-pro v1: []\npro v1: [42]\nvip v1: []\n"
 	if d := dumpMembers(s); d != after {
 		t.Errorf("after erase:\n%s", d)
 	}
@@ -254,7 +312,19 @@ func testErase(t *testing.T, recycle bool) {
 	}
 	gone(s, db, "after second erase")
 	checkDisk(t, dir, []byte(secret), recycle)
-	if f := filesHolding(t, dir, []byte(kept)); !hasSST(f) {
+	if sealed {
+		// Crypto-shredding: the copy taken before no longer opens, for a
+		// keyring opened on the store with the master key, and the
+		// wrapped key is in no file.
+		fresh := newTestKeyring(t, db, 3)
+		if _, err := fresh.Open(nil, victim, oldTraits[1:], []byte(traitsPurpose)); !errors.Is(err, engine.ErrKeyDestroyed) {
+			t.Errorf("the old copy of the traits after the erasure: %v, want engine.ErrKeyDestroyed", err)
+		}
+		checkDisk(t, dir, wrapped, recycle)
+		if js, ok, err := s.Traits(other); err != nil || !ok || !bytes.Contains(js, []byte(kept)) {
+			t.Errorf("the other profile's traits: %q %v %v", js, ok, err)
+		}
+	} else if f := filesHolding(t, dir, []byte(kept)); !hasSST(f) {
 		t.Errorf("the other profile's trait is in no SST (files %v)", f)
 	}
 
@@ -265,7 +335,11 @@ func testErase(t *testing.T, recycle bool) {
 	}
 	db = openPlainDB(t, dir, recycle)
 	got = nil
-	s, err = New(Config{}, db, WithClock(func() time.Time { return now }), WithOnChange(func(c []Change) { got = append(got, c...) }))
+	kopts = nil
+	if sealed {
+		kopts = append(kopts, WithKeyring(newTestKeyring(t, db, 4)))
+	}
+	s, err = New(Config{}, db, append(kopts, WithClock(func() time.Time { return now }), WithOnChange(func(c []Change) { got = append(got, c...) }))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,14 +358,9 @@ func testErase(t *testing.T, recycle bool) {
 		t.Fatal(err)
 	}
 	b.Release()
-	v, closer, err := db.Get(traitsKey(nil, victim))
-	if err != nil {
-		t.Fatal(err)
+	if js, ok, err := s.Traits(victim); err != nil || !ok || string(js) != `{"plan":"basic"}` {
+		t.Errorf("traits after erase and identify: %q %v %v", js, ok, err)
 	}
-	if string(v) != "\x01"+`{"plan":"basic"}` {
-		t.Errorf("traits after erase and identify: %q", v)
-	}
-	closer.Close()
 	for _, id := range []string{"pro", "buyers", "vip"} {
 		if in, _ := s.Contains(id, victim); in {
 			t.Errorf("after a new identify: in %s", id)

@@ -30,17 +30,31 @@ import (
 //	query                            input: an expression
 //	info id=X
 //	restart                          reopen the store over the same Pebble
+//
+// Every file runs twice: traits in plain, and sealed under a keyring
+// (the same output: encryption changes nothing a reader sees).
 func TestGolden(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testGolden(t, false) })
+	t.Run("sealed", func(t *testing.T) { testGolden(t, true) })
+}
+
+func testGolden(t *testing.T, sealed bool) {
 	datadriven.Walk(t, "testdata/golden", func(t *testing.T, path string) {
 		db := openDB(t)
 		now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 		clock := func() time.Time { return now }
 		cv := newFakeConsent("advertising", "analytics")
 		var chg []Change
+		opens := byte(0)
 		open := func() *Store {
-			s, err := New(Config{}, db, WithClock(clock), WithConsent(cv), WithOnChange(func(c []Change) {
+			opts := []Option{WithClock(clock), WithConsent(cv), WithOnChange(func(c []Change) {
 				chg = append(chg, c...)
-			}))
+			})}
+			if sealed {
+				opens++
+				opts = append(opts, WithKeyring(newTestKeyring(t, db, opens)))
+			}
+			s, err := New(Config{}, db, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}

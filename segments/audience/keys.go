@@ -10,6 +10,7 @@ import (
 //
 //	0x28 | id | 0x00 | version (4 BE)          → 1 | Definition as JSON; 1 alone: deleted
 //	0x29 | profile id (4 BE)                     → 1 | traits as a JSON object ("{}" when none)
+//	                                               2 | nonce | sealed traits JSON | tag (keyring)
 //	0x2a | profile id | counter (8 BE) | day (4 BE) → uvarint count of that day (UTC)
 //	0x2b | id | 0x00 | profile id (4 BE)         → "" (membership)
 //	0x2c | topic | 0x00 | partition (4 BE)       → next offset (8 BE) this store has applied

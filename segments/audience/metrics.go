@@ -27,7 +27,7 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 func (s *Store) registerMetrics() error {
 	m := &metrics{
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_segments_audience_changes_total",
-			Help: "Audience entered/exited records by cause (event, merge, sweep, backfill, delete, erase) and kind (enter, exit)."}, []string{"cause", "kind"}),
+			Help: "Audience entered/exited records by cause (event, merge, sweep, backfill, delete, erase, rectify) and kind (enter, exit)."}, []string{"cause", "kind"}),
 		erased: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_segments_audience_erased_total",
 			Help: "Profiles erased from the audience store (privacy erasure)."}),
 		byKey: map[[2]string]prometheus.Counter{},

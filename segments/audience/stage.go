@@ -57,6 +57,9 @@ func (s *Store) Process(ctx context.Context, b *engine.Batch) error {
 	now := s.now()
 	w := s.db.NewIndexedBatch()
 	defer w.Close()
+	if s.kr != nil {
+		defer s.kr.Abandon(w) // a no-op once Committed
+	}
 	clear(s.work)
 	clear(s.incs)
 	clear(s.csets)
@@ -100,6 +103,9 @@ func (s *Store) Process(ctx context.Context, b *engine.Batch) error {
 		// The bitmaps may be ahead of Pebble now; the runner stops on this
 		// error and a restart reloads from Pebble.
 		return fmt.Errorf("cannot commit audience state: %w", err)
+	}
+	if s.kr != nil {
+		s.kr.Committed(w)
 	}
 	for _, o := range b.Offsets {
 		s.offs[o.Topic+"\x00"+string(binary.BigEndian.AppendUint32(nil, uint32(o.Partition)))] = o.Next
@@ -249,8 +255,8 @@ func bareCounter(name string) uint64 {
 	return h
 }
 
-// traits returns pid's stored traits (the bytes are valid until the next
-// write to w), writing "{}" for a profile without a key.
+// traits returns pid's stored traits as plain JSON (the bytes are valid
+// until the next call), writing "{}" for a profile without a key.
 func (s *Store) traits(r *pebble.Batch, pid uint32) ([]byte, error) {
 	s.key = traitsKey(s.key[:0], pid)
 	v, closer, err := r.Get(s.key)
@@ -264,11 +270,8 @@ func (s *Store) traits(r *pebble.Batch, pid uint32) ([]byte, error) {
 		return nil, fmt.Errorf("cannot read traits of profile %d: %w", pid, err)
 	}
 	defer closer.Close()
-	if len(v) < 1 || v[0] != valueVersion {
-		return nil, fmt.Errorf("cannot read traits of profile %d: unknown value version", pid)
-	}
-	s.val = append(s.val[:0], v[1:]...)
-	return s.val, nil
+	s.val, err = s.decodeTraits(s.val[:0], pid, v)
+	return s.val, err
 }
 
 // mergeTraits sets the top-level keys of upd on pid's traits (keepOld:
@@ -291,18 +294,13 @@ func (s *Store) mergeTraits(w *pebble.Batch, pid uint32, upd *fastjson.Value, ke
 		}
 		obj.Set(string(k), x)
 	})
-	out := v.MarshalTo(append(s.val[:0], valueVersion))
+	s.js = v.MarshalTo(s.js[:0])
 	s.arena.Reset()
-	if len(out)-1 > s.cfg.MaxTraitBytes {
+	if len(s.js) > s.cfg.MaxTraitBytes {
 		s.dropped.Add(1)
 		return false, nil
 	}
-	s.val = out
-	s.key = traitsKey(s.key[:0], pid)
-	if err := w.Set(s.key, out, nil); err != nil {
-		return false, fmt.Errorf("cannot stage traits: %w", err)
-	}
-	return true, nil
+	return true, s.putTraits(w, pid, s.js)
 }
 
 // flushCounters adds the batch's increments to the stored day buckets, in
@@ -358,18 +356,23 @@ func (s *Store) applyMerge(w *pebble.Batch, m engine.Merge, now time.Time) error
 		if x == sv {
 			continue
 		}
-		// traits
+		// traits: opened under x's key, sealed again under the
+		// survivor's (x's key stays: identity keeps it for a split)
 		s.key = traitsKey(s.key[:0], x)
 		if v, closer, err := w.Get(s.key); err == nil {
-			raw := append([]byte(nil), v...)
+			raw, err := s.decodeTraits(nil, x, v)
 			closer.Close()
-			if len(raw) > 1 {
-				if t, err := s.p1.ParseBytes(raw[1:]); err == nil && t.Type() == fastjson.TypeObject {
+			if err != nil {
+				return err
+			}
+			if len(raw) > 0 {
+				if t, err := s.p1.ParseBytes(raw); err == nil && t.Type() == fastjson.TypeObject {
 					if _, err := s.mergeTraits(w, sv, t, true); err != nil {
 						return err
 					}
 				}
 			}
+			clear(raw)
 			s.key = traitsKey(s.key[:0], x)
 			if err := w.Delete(s.key, nil); err != nil {
 				return fmt.Errorf("cannot stage merge: %w", err)
@@ -445,6 +448,7 @@ type evalEnv struct {
 	pid    uint32
 	traits *fastjson.Value
 	tload  bool
+	tbuf   []byte // plain traits, scrubbed after parsing
 	now    int64
 	today  uint32
 	key    []byte
@@ -558,12 +562,18 @@ func (e *evalEnv) loadTraits() error {
 		return fmt.Errorf("cannot read traits of profile %d: %w", e.pid, err)
 	}
 	defer closer.Close()
-	if len(v) > 1 {
+	e.tbuf, err = e.s.decodeTraits(e.tbuf[:0], e.pid, v)
+	if err != nil {
+		return err
+	}
+	if len(e.tbuf) > 0 {
 		// p2 is free here: mergeTraits is not running during evaluation.
-		t, err := e.s.p2.ParseBytes(v[1:])
+		// The parser copies its input, so tbuf is scrubbed at once.
+		t, err := e.s.p2.ParseBytes(e.tbuf)
 		if err == nil {
 			e.traits = t
 		}
+		clear(e.tbuf)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package audience
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,8 @@ import (
 	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fastjson"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // Errors of the store; match with errors.Is.
@@ -66,7 +67,8 @@ type Change struct {
 	// exits only), "sweep" (a window slid, consent changed), "backfill",
 	// "delete" (the audience was deleted; exits are not listed per
 	// profile, ProfileID is 0), "erase" (the profile was erased for a
-	// privacy request; exits only).
+	// privacy request; exits only), "rectify" (SetTraits changed its
+	// traits).
 	Cause string `json:"cause"`
 }
 
@@ -120,6 +122,7 @@ type Store struct {
 	db      *pebble.DB
 	consent ConsentView
 	onChg   func([]Change)
+	kr      *engine.Keyring // nil: traits in plain
 	now     func() time.Time
 	reg     prometheus.Registerer
 	m       *metrics
@@ -136,7 +139,9 @@ type Store struct {
 	p1, p2  fastjson.Parser
 	arena   fastjson.Arena
 	key     []byte
-	val     []byte
+	val     []byte // plain traits read
+	js      []byte // plain traits written
+	sbuf    []byte // the stored value written
 	work    map[uint32]*pidWork
 	wlist   []uint32
 	incs    map[ctrInc]int64
@@ -697,8 +702,9 @@ func (s *Store) Traits(pid uint32) (json.RawMessage, bool, error) {
 		return nil, false, fmt.Errorf("cannot read traits of profile %d: %w", pid, err)
 	}
 	defer closer.Close()
-	if len(v) < 1 || v[0] != valueVersion {
-		return nil, false, fmt.Errorf("cannot read traits of profile %d: unknown value version", pid)
+	out, err := s.decodeTraits(nil, pid, v)
+	if err != nil {
+		return nil, false, err
 	}
-	return bytes.Clone(v[1:]), true, nil
+	return out, true, nil
 }
