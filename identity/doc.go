@@ -8,8 +8,8 @@
 //     window, unique, blocked values exact and regex), caps, cache size, and
 //     the HMAC secret (from config or an environment variable).
 //   - Graph (New): the graph over a *pebble.DB the caller owns. Lookup,
-//     Profile, Log, RemoveIdentifier, Split, Erase, Apply, Check,
-//     Routes/Handler.
+//     LookupHash and LookupRef (by SHA-256 of the value), Profile, Log,
+//     RemoveIdentifier, Split, Erase, Apply, Check, Routes/Handler.
 //   - Stage (NewStage): the engine.Stage that resolves a batch.
 //   - Op and Apply: every change is an Op (create, link, touch, merge,
 //     refuse, remove, split, erase). Ops are deterministic: the same Ops applied
@@ -69,10 +69,12 @@
 // # Key layout (prefixes 0x10-0x1f are identity's; values start with a version byte, 1)
 //
 //	0x10 0x01                 → v | uvarint next profile id | uvarint next log seq
-//	0x10 0x02                 → HMAC(secret, check string)[:16]; New refuses another secret
+//	0x10 0x02                 → hmac16 of the check string "...secret check v2" (as an
+//	                              identifier of type ""): New refuses another secret
+//	                              (ErrSecretMismatch) and the v1 derivation (ErrOldDerivation)
 //	0x10 0x03                 → v | uvarint n, n × (uvarint len, key): erased keys not yet
 //	                              compacted (sorted; absent when none)
-//	0x11 | hmac16             → v | uvarint profile id
+//	0x11 | hmac16             → v | uvarint profile id | varint last seen
 //	0x12 | profile id (4 BE)  → v | 0 (live) | varint created (unix s)
 //	                              | uvarint n, n × (uvarint merged id, uvarint parent)
 //	                              | uvarint n, n × uvarint apart id
@@ -86,11 +88,35 @@
 //	0x15 | type name          → v | uvarint type id (dense from 1; ids in profile records)
 //
 // hmac16 is the first 16 bytes of HMAC-SHA256(secret, type name | 0x00 |
-// normalised value): no identifier is in a key in plain text. The plain
+// SHA-256(normalised value)): no identifier is in a key in plain text.
+// The value is hashed before the HMAC so that a caller holding only the
+// SHA-256 of a value (an OpenDSR identity in format sha256) can find its
+// key (LookupHash); it costs one SHA-256 per identifier of an event. This
+// is the v2 derivation; v1 took the HMAC of the plain value, and New
+// refuses a store written with it (ErrOldDerivation) rather than find
+// nothing in it: such a store is rebuilt from the input topics. The plain
 // normalised values live only in profile records, because lookups show
 // them (masked) and split and removal recompute keys from them; a later
 // issue encrypts profile records with a per-profile key so erasure can
 // crypto-shred them.
+//
+// # Hashed identities
+//
+// A hashed identity is the SHA-256 of the value exactly as its type's
+// normaliser leaves it; any other form finds nothing. Per normaliser:
+// none: the value as sent; trim: surrounding white space (ASCII and
+// Unicode) removed; lower: trimmed, then lower case (Unicode); email:
+// trimmed and lower case (and it must hold an '@' with text on both
+// sides); phone: only the digits, with a leading '+' kept ("+1 (555)
+// 010-0000" is hashed as "+15550100000"). OpenDSR leaves the hashing rule
+// to the parties; cdpstream asks controllers for the SHA-256 of the value
+// trimmed, and lowercased for email (privacy's normalizedSHA256). With the
+// default types that agrees for controller_customer_id (user_id, trim),
+// email, and the device ids (device_id, trim), but not for advertising
+// ids: advertising_id is lowercased, so its hash must be taken over the
+// lowercase id (an IDFA is usually written in upper case; the test
+// TestHashedIdentityNormalisation pins this). A type configured with
+// another normaliser changes what its hash must cover.
 //
 // # Erasure
 //

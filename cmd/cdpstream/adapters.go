@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -142,17 +143,11 @@ type subjects struct{ g *identity.Graph }
 func (s subjects) Resolve(_ context.Context, ids []privacy.Identity) ([]uint32, error) {
 	var out []uint32
 	for _, id := range ids {
-		if id.Format == "sha256" {
-			// The graph keys identifiers by HMAC, not by SHA-256: a hashed
-			// identity cannot be looked up. Failing (the request is retried
-			// and stays visible) is better than finding nothing.
-			return nil, fmt.Errorf("identity_format sha256 (%s) is not supported yet: submit raw identities", id.Type)
+		ref, err := identityRef(id)
+		if err != nil {
+			return nil, err
 		}
-		typ, ok := opendsrTypes[id.Type]
-		if !ok {
-			return nil, fmt.Errorf("identity_type %q has no identifier type", id.Type)
-		}
-		v, err := s.g.Lookup(typ, id.Value)
+		v, err := s.g.LookupRef(ref)
 		switch {
 		case errors.Is(err, identity.ErrNotFound):
 			continue
@@ -163,6 +158,32 @@ func (s subjects) Resolve(_ context.Context, ids []privacy.Identity) ([]uint32, 
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// identityRef names a privacy-request identity in the graph. A sha256
+// identity is the SHA-256 of the value as the graph normalises it: for the
+// default types that is what OpenDSR controllers hash (trimmed, email
+// lowercased), except advertising ids, which the graph lowercases: their
+// hash must be taken over the lowercase id (see identity/doc.go).
+func identityRef(id privacy.Identity) (identity.Ref, error) {
+	typ, ok := opendsrTypes[id.Type]
+	if !ok {
+		return identity.Ref{}, fmt.Errorf("identity_type %q has no identifier type", id.Type)
+	}
+	switch id.Format {
+	case privacy.FormatRaw:
+		return identity.Ref{Type: typ, Value: id.Value}, nil
+	case privacy.FormatSHA256:
+		r := identity.Ref{Type: typ, Hashed: true}
+		if len(id.Value) != hex.EncodedLen(len(r.SHA256)) {
+			return identity.Ref{}, fmt.Errorf("identity_value of %s: not 64 hex digits", id.Type)
+		}
+		if _, err := hex.Decode(r.SHA256[:], []byte(id.Value)); err != nil {
+			return identity.Ref{}, fmt.Errorf("identity_value of %s: not 64 hex digits", id.Type)
+		}
+		return r, nil
+	}
+	return identity.Ref{}, fmt.Errorf("identity_format %q is not supported", id.Format)
 }
 
 // identityExporter exports every identifier and the merge history.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -112,6 +114,26 @@ http:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(export), "jane@example.com") || !strings.Contains(string(export), "cust-123") || strings.Contains(string(export), "someone-else") {
 		t.Fatalf("export: %d %s", resp.StatusCode, export)
+	}
+
+	// The same person by the SHA-256 of her email (identity_format
+	// sha256: the trimmed, lowercased email) reaches the same profile.
+	sum := sha256.Sum256([]byte("jane@example.com"))
+	hashed := `{"regulation":"gdpr","subject_request_id":"3f2504e0-4f89-41d3-9a0c-0305e82c3301","subject_request_type":"access","submitted_time":"2026-11-23T10:00:00Z",
+		"subject_identities":[{"identity_type":"email","identity_value":"` + hex.EncodeToString(sum[:]) + `","identity_format":"sha256"}],"api_version":"2.0"}`
+	if code, v := call("POST", "/opendsr/requests", hashed); code != http.StatusCreated {
+		t.Fatalf("access request by sha256: %d %v", code, v)
+	}
+	st = completed("3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+	req, _ = http.NewRequest("GET", st["results_url"].(string), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	export, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(export), "cust-123") {
+		t.Fatalf("export by sha256 identity: %d %s", resp.StatusCode, export)
 	}
 
 	// Erase-and-suppress cannot be done right yet (suppression is keyed
