@@ -9,10 +9,11 @@
 //     the HMAC secret (from config or an environment variable).
 //   - Graph (New): the graph over a *pebble.DB the caller owns. Lookup,
 //     LookupHash and LookupRef (by SHA-256 of the value), Profile, Log,
-//     RemoveIdentifier, Split, Erase, Apply, Check, Routes/Handler.
+//     RemoveIdentifier, Split, Erase, Suppress, UnsuppressIdentities,
+//     Suppressed, Apply, Check, Routes/Handler.
 //   - Stage (NewStage): the engine.Stage that resolves a batch.
 //   - Op and Apply: every change is an Op (create, link, touch, merge,
-//     refuse, remove, split, erase). Ops are deterministic: the same Ops applied
+//     refuse, remove, split, erase, suppress, unsuppress). Ops are deterministic: the same Ops applied
 //     in the same order to the same graph give the same graph, byte for
 //     byte (TestOpsReplay). The Stage decides Ops from events and applies
 //     them; txn.apply is the only code that mutates the graph. OnCommit
@@ -74,6 +75,7 @@
 //	                              (ErrSecretMismatch) and the v1 derivation (ErrOldDerivation)
 //	0x10 0x03                 → v | uvarint n, n × (uvarint len, key): erased keys not yet
 //	                              compacted (sorted; absent when none)
+//	0x10 0x04                 → v | uvarint next suppression group id (absent: 1)
 //	0x11 | hmac16             → v | uvarint profile id | varint last seen
 //	0x12 | profile id (4 BE)  → v | 0 (live) | varint created (unix s)
 //	                              | uvarint n, n × (uvarint merged id, uvarint parent)
@@ -86,6 +88,10 @@
 //	                              | uvarint len, rule
 //	0x14 | profile id | seq   → empty: the merge-log entries naming a profile
 //	0x15 | type name          → v | uvarint type id (dense from 1; ids in profile records)
+//	0x18 | hmac16             → v | uvarint group: a suppressed identifier
+//	0x19 | group (8 BE)       → v | uvarint n, n × hmac16 (sorted): a suppression group
+//
+// (0x16 and 0x17 are left free.)
 //
 // hmac16 is the first 16 bytes of HMAC-SHA256(secret, type name | 0x00 |
 // SHA-256(normalised value)): no identifier is in a key in plain text.
@@ -149,6 +155,8 @@
 //     id (a number no key or record resolves any more; it constrains
 //     nothing), and Ops already published to an identity log keep the
 //     values they carried (that log's retention is its issue's concern).
+//     Suppression (0x18/0x19) is not touched either: it is meant to
+//     outlive the erasure.
 //
 // The batch also records the keys it erased under 0x10 0x03. After the
 // commit, without the Graph's lock, Erase flushes Pebble (the memtable
@@ -174,6 +182,34 @@
 // Deleted files may still sit in free blocks of the file system; the
 // per-profile encryption of a later issue (crypto-shredding) covers that.
 //
+// # Suppression
+//
+// Graph.Suppress(ctx, pids) keeps the hmac16 of every identifier the
+// profiles hold (merged ones' included; a merged id stands for its
+// survivor) under 0x18, each naming a suppression group, and the group's
+// member list under 0x19. One call makes one group; when some of the
+// hashes are suppressed already, the call joins the lowest such group
+// (those hashes stay where they are), so a repeated call changes nothing.
+// UnsuppressIdentities(ctx, refs) lifts every group holding one of the
+// identifiers named (raw values normalised, or SHA-256 of the normalised
+// value): all of that group's hashes go, so unsuppressing a person by one
+// email also lets their device ids through again, even when the profiles
+// were erased in between. Both are Ops (OpSuppress with the group id,
+// allocated like profile ids; OpUnsuppress) in one synced batch, and
+// idempotent. Only keyed hashes are kept: no value, no profile id.
+//
+// Every suppressed hash is also in memory (a map loaded by New, updated on
+// commit). The Stage checks each row's identifiers against it right after
+// hashing them, before anything is looked up: a row with a suppressed
+// identifier creates no profile, links nothing and touches no last seen.
+// Its row is removed from the batch's record (a new record of the kept
+// rows, copied run by run; the old one is released), so no later stage
+// and no sink sees it; Batch.Drops carries the count with reason
+// "suppressed" (the runner adds it to cdp_engine_dropped_total for every
+// sink), and the batch's offsets still cover it. With no suppressed hash
+// the check is one length test per batch. Replayed rows are dropped too.
+// Erasure does not touch suppression.
+//
 // # Invariants (checked by Graph.Check, after every step of the golden tests)
 //
 //   - Every identifier key points to a live profile, and that profile lists
@@ -184,6 +220,9 @@
 //     own merged ids).
 //   - Every profile id is below the persisted counter; ids start at 1 and 0
 //     means unresolved.
+//   - Every suppressed hash names a group that lists it, every group
+//     member is suppressed in that group, groups are non-empty and below
+//     the group counter, and the in-memory set equals the 0x18 keys.
 //   - All writes of one engine.Batch, and its input offsets, commit in one
 //     synced Pebble batch; caches are updated only after the commit, so a
 //     failed commit leaves memory and disk as they were.
@@ -198,7 +237,8 @@
 //
 // # Metrics
 //
-//	cdp_identity_events_total{result}            resolved, unresolved, replayed
+//	cdp_identity_events_total{result}            resolved, unresolved, replayed, suppressed
+//	cdp_identity_suppressed_identifiers          suppressed hashes held (gauge)
 //	cdp_identity_refused_total{reason,type}      limit, unique, apart, cap_merges, cap_identifiers
 //	cdp_identity_values_dropped_total{reason,type} blocked, invalid, unknown_type
 //	cdp_identity_merges_total

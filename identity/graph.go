@@ -60,6 +60,10 @@ type Graph struct {
 	seq    uint64 // next merge-log sequence number
 	idc    *genCache[hash, identEntry]
 	pc     *genCache[uint32, *profile]
+	// supp holds every suppressed identifier hash and its group (0x18),
+	// for the Stage's check; nextGroup is the next suppression group id.
+	supp      map[hash]uint64
+	nextGroup uint64
 
 	onCommit func([]Op)
 }
@@ -184,7 +188,10 @@ func (g *Graph) load() error {
 			return corrupt("type dictionary has a gap")
 		}
 	}
-	return it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return g.loadSuppression()
 }
 
 // newUnknownType registers a type that is not configured. It resolves only

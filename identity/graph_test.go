@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cockroachdb/datadriven"
 	"gopkg.in/yaml.v3"
 )
@@ -22,6 +25,9 @@ import (
 //	remove type=T value=V
 //	split profile=N
 //	erase profiles=(N,M)  Graph.Erase of the profiles
+//	suppress profiles=(N,M)  Graph.Suppress of the profiles
+//	unsuppress type=T value=V [sha256]  Graph.UnsuppressIdentities of one
+//	                    identifier (sha256: by the SHA-256 of V)
 //	lookup type=T value=V the profile holding an identifier
 //	restart             closes and reopens the store
 //	graph               prints the graph
@@ -52,9 +58,19 @@ func TestScenarios(t *testing.T) {
 					evs = append(evs, e)
 				}
 				b, ids := tg.process(evs)
+				// Rows of suppressed events are gone from the batch.
+				msgs := b.Rec.Column(engine.ColMessageID).(*array.String)
 				var sb strings.Builder
-				for i, e := range evs {
-					fmt.Fprintf(&sb, "%s → %d\n", e.msg, ids[i])
+				for i, j := 0, 0; i < len(evs); i++ {
+					if j < len(ids) && msgs.Value(j) == evs[i].msg {
+						fmt.Fprintf(&sb, "%s → %d\n", evs[i].msg, ids[j])
+						j++
+						continue
+					}
+					fmt.Fprintf(&sb, "%s dropped\n", evs[i].msg)
+				}
+				for _, dr := range b.Drops {
+					fmt.Fprintf(&sb, "drops %s %d\n", dr.Reason, dr.Rows)
 				}
 				for _, m := range b.Merges {
 					fmt.Fprintf(&sb, "merge %v into %d (%s, %s)\n", m.Merged, m.Survivor, m.MessageID, m.Rule)
@@ -89,6 +105,34 @@ func TestScenarios(t *testing.T) {
 					}
 				}
 				if err := tg.g.Erase(t.Context(), ids); err != nil {
+					return "error: " + err.Error()
+				}
+				return tg.dump()
+			case "suppress":
+				var ids []uint32
+				for _, a := range d.CmdArgs {
+					for _, v := range a.Vals {
+						n, err := strconv.ParseUint(v, 10, 32)
+						if err != nil {
+							d.Fatalf(t, "bad profile id %q", v)
+						}
+						ids = append(ids, uint32(n))
+					}
+				}
+				gr, err := tg.g.Suppress(t.Context(), ids)
+				if err != nil {
+					return "error: " + err.Error()
+				}
+				return fmt.Sprintf("group %d\n", gr) + tg.dump()
+			case "unsuppress":
+				var typ, val string
+				d.ScanArgs(t, "type", &typ)
+				d.ScanArgs(t, "value", &val)
+				r := Ref{Type: typ, Value: val}
+				if d.HasArg("sha256") {
+					r = Ref{Type: typ, SHA256: sha256.Sum256([]byte(val)), Hashed: true}
+				}
+				if err := tg.g.UnsuppressIdentities(t.Context(), []Ref{r}); err != nil {
 					return "error: " + err.Error()
 				}
 				return tg.dump()

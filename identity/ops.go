@@ -45,9 +45,21 @@ const (
 	// erase.go). An unknown or already erased Profile is a no-op; a merged
 	// one (a redirect) is a conflict.
 	OpErase
+	// OpSuppress adds the keyed hash of every identifier of the live
+	// profile Profile to suppression group Group (suppress.go), except
+	// hashes already suppressed, which stay in their group. Group is at
+	// most the next group id, and equal to it starts a group (as OpCreate
+	// takes the next profile id). An unknown or erased Profile adds
+	// nothing; a merged one is a conflict. Erasure does not touch
+	// suppression.
+	OpSuppress
+	// OpUnsuppress removes suppression group Group and every hash in it. An
+	// unknown group is a no-op.
+	OpUnsuppress
 )
 
-var opKindNames = [...]string{"", "create", "link", "touch", "merge", "refuse", "remove", "split", "erase"}
+var opKindNames = [...]string{"", "create", "link", "touch", "merge", "refuse", "remove", "split", "erase",
+	"suppress", "unsuppress"}
 
 func (k OpKind) String() string {
 	if k > 0 && int(k) < len(opKindNames) {
@@ -71,6 +83,8 @@ type Op struct {
 	// MessageID is the event (or request) that caused the change.
 	MessageID string
 	Rule      string
+	// Group is the suppression group of OpSuppress and OpUnsuppress.
+	Group uint64
 }
 
 // Ident is an identifier: a type name and its normalised value.
@@ -103,6 +117,12 @@ type txn struct {
 	rewrite map[uint64]LogEntry
 	dels    [][]byte
 	compact [][]byte
+
+	// Suppression (suppress.go): hashes written (group 0: removed), group
+	// records written (nil: deleted), and the group counter.
+	supp      map[hash]uint64
+	groups    map[uint64][]hash
+	nextGroup uint64
 }
 
 // tally counts what a txn did, for the metrics after commit.
@@ -113,7 +133,7 @@ type tally struct {
 
 func (g *Graph) newTxn() *txn {
 	return &txn{g: g, ids: make(map[hash]identEntry), profs: make(map[uint32]*profile),
-		rewrite: make(map[uint64]LogEntry)}
+		rewrite: make(map[uint64]LogEntry), supp: make(map[hash]uint64), groups: make(map[uint64][]hash)}
 }
 
 // begin readies tx for a new batch of operations.
@@ -127,7 +147,9 @@ func (tx *txn) begin() {
 	tx.applied = tx.applied[:0]
 	clear(tx.rewrite)
 	tx.dels, tx.compact = tx.dels[:0], tx.compact[:0]
-	tx.next, tx.seq = tx.g.next, tx.g.seq
+	clear(tx.supp)
+	clear(tx.groups)
+	tx.next, tx.seq, tx.nextGroup = tx.g.next, tx.g.seq, tx.g.nextGroup
 }
 
 func (tx *txn) ident(h *hash) (identEntry, error) {
@@ -288,6 +310,14 @@ func (tx *txn) apply(op *Op) error {
 		}
 	case OpErase:
 		if err := tx.erase(op); err != nil {
+			return err
+		}
+	case OpSuppress:
+		if err := tx.suppress(op); err != nil {
+			return err
+		}
+	case OpUnsuppress:
+		if err := tx.unsuppress(op); err != nil {
 			return err
 		}
 	default:
@@ -574,6 +604,9 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 	if err := tx.stageErasure(w); err != nil {
 		return err
 	}
+	if err := tx.stageSuppression(w); err != nil {
+		return err
+	}
 	for i, t := range tx.newType {
 		tx.vbuf = append(tx.vbuf[:0], valueV1)
 		tx.vbuf = binary.AppendUvarint(tx.vbuf, uint64(len(g.byID)+i))
@@ -616,6 +649,7 @@ func (tx *txn) publish() {
 		g.byID = append(g.byID, t)
 	}
 	g.next, g.seq = tx.next, tx.seq
+	tx.publishSuppression()
 	if g.onCommit != nil && len(tx.applied) > 0 {
 		g.onCommit(tx.applied)
 	}

@@ -250,6 +250,38 @@ func TestOpsReplay(t *testing.T) {
 	if err := src.g.RemoveIdentifier(v.Identifiers[0].Type, v.Identifiers[0].Value, "req"); err != nil {
 		t.Fatal(err)
 	}
+	// Suppression and unsuppression are ops too.
+	var live []uint32
+	for id := uint32(1); id < src.g.next; id++ {
+		if p, _ := src.g.loadProfile(id); p != nil && p.redirect == 0 && len(p.idents) > 0 {
+			live = append(live, id)
+		}
+	}
+	if len(live) < 3 {
+		t.Fatal("too few live profiles")
+	}
+	if _, err := src.g.Suppress(t.Context(), live[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.g.Suppress(t.Context(), live[2:3]); err != nil {
+		t.Fatal(err)
+	}
+	w, err := src.g.Profile(live[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := w.Identifiers[0]
+	more, _ := randomEvents(r, 100, 50)
+	for i := range more {
+		more[i].off += int64(len(evs))
+	}
+	src.process(more)
+	if err := src.g.UnsuppressIdentities(t.Context(), []Ref{{Type: x.Type, Value: x.Value}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := src.dump(); !strings.Contains(d, "suppression group 2") || strings.Contains(d, "suppression group 1") {
+		t.Fatalf("suppression not as set up:\n%s", d)
+	}
 	dst := newTestGraph(t, rulesOn())
 	for i := 0; i < len(log); i += 97 {
 		if err := dst.g.Apply(log[i:min(i+97, len(log))]); err != nil {

@@ -204,7 +204,8 @@ func (g *Graph) Log(from uint64, limit int) ([]LogEntry, error) {
 // identifier key points to a live profile that lists the identifier, every
 // listed identifier's key points back, every redirect points one hop to a
 // live profile that lists it as merged, and every profile id is below the
-// counter. It is meant for tests and offline checks.
+// counter; and the suppression families agree with each other and with
+// memory (suppress.go). It is meant for tests and offline checks.
 func (g *Graph) Check() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -287,5 +288,5 @@ func (g *Graph) Check() error {
 	if n != len(want) {
 		return fmt.Errorf("%d identifier keys for %d identifiers held by profiles", n, len(want))
 	}
-	return nil
+	return g.checkSuppression()
 }
