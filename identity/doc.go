@@ -9,11 +9,12 @@
 //     the HMAC secret (from config or an environment variable).
 //   - Graph (New): the graph over a *pebble.DB the caller owns. Lookup,
 //     LookupHash and LookupRef (by SHA-256 of the value), Profile, Log,
-//     RemoveIdentifier, Split, Erase, Suppress, UnsuppressIdentities,
-//     Suppressed, Apply, Check, Routes/Handler.
+//     RemoveIdentifier, ReplaceIdentifier (rectification), Split, Erase,
+//     Suppress, UnsuppressIdentities, Suppressed, Inactive (retention),
+//     Apply, Check, Routes/Handler.
 //   - Stage (NewStage): the engine.Stage that resolves a batch.
 //   - Op and Apply: every change is an Op (create, link, touch, merge,
-//     refuse, remove, split, erase, suppress, unsuppress). Ops are deterministic: the same Ops applied
+//     refuse, remove, split, erase, suppress, unsuppress, replace). Ops are deterministic: the same Ops applied
 //     in the same order to the same graph give the same graph, byte for
 //     byte (TestOpsReplay). The Stage decides Ops from events and applies
 //     them; txn.apply is the only code that mutates the graph. OnCommit
@@ -208,7 +209,16 @@
 // "suppressed" (the runner adds it to cdp_engine_dropped_total for every
 // sink), and the batch's offsets still cover it. With no suppressed hash
 // the check is one length test per batch. Replayed rows are dropped too.
-// Erasure does not touch suppression.
+// An identifier replaced by ReplaceIdentifier passes its suppression to
+// the new value. Erasure does not touch suppression.
+//
+// # Retention
+//
+// Inactive(before, fn) scans the profile records (without the Graph's
+// lock, in chunks, no iterator open while fn runs so fn may Erase) and
+// reports live profiles whose latest identifier last seen is before
+// before. Last seen moves in steps of Config.SeenGranularity (default
+// 24h), so it may lag the last event by up to that.
 //
 // # Invariants (checked by Graph.Check, after every step of the golden tests)
 //

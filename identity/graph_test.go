@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/cdpstream/cdpstream/engine"
@@ -28,6 +29,8 @@ import (
 //	suppress profiles=(N,M)  Graph.Suppress of the profiles
 //	unsuppress type=T value=V [sha256]  Graph.UnsuppressIdentities of one
 //	                    identifier (sha256: by the SHA-256 of V)
+//	replace profile=N type=T old=V new=W  Graph.ReplaceIdentifier
+//	inactive before=D   Graph.Inactive before 2024-01-01 + D
 //	lookup type=T value=V the profile holding an identifier
 //	restart             closes and reopens the store
 //	graph               prints the graph
@@ -136,6 +139,33 @@ func TestScenarios(t *testing.T) {
 					return "error: " + err.Error()
 				}
 				return tg.dump()
+			case "replace":
+				var id int
+				var typ, old, nw string
+				d.ScanArgs(t, "profile", &id)
+				d.ScanArgs(t, "type", &typ)
+				d.ScanArgs(t, "old", &old)
+				d.ScanArgs(t, "new", &nw)
+				if err := tg.g.ReplaceIdentifier(t.Context(), uint32(id), typ, old, nw); err != nil {
+					return "error: " + err.Error() + "\n"
+				}
+				return tg.dump()
+			case "inactive":
+				var before string
+				d.ScanArgs(t, "before", &before)
+				dur, err := time.ParseDuration(before)
+				if err != nil {
+					d.Fatalf(t, "bad duration %q", before)
+				}
+				var sb strings.Builder
+				err = tg.g.Inactive(testEpoch.Add(dur), func(pid uint32, last time.Time) error {
+					fmt.Fprintf(&sb, "profile %d last seen %s\n", pid, last.Format("2006-01-02T15:04"))
+					return nil
+				})
+				if err != nil {
+					return "error: " + err.Error() + "\n"
+				}
+				return sb.String()
 			case "lookup":
 				// lookup type=T value=V: the profile holding it.
 				var typ, val string

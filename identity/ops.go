@@ -56,10 +56,17 @@ const (
 	// OpUnsuppress removes suppression group Group and every hash in it. An
 	// unknown group is a no-op.
 	OpUnsuppress
+	// OpReplace replaces the identifier Idents[0] of the live profile
+	// Profile by Idents[1], of the same type, which must not belong to
+	// another profile (rectification). The new value keeps the old one's
+	// origin and first and last seen; if the profile holds it already the
+	// old one is just removed. If the old one is suppressed, the new one
+	// joins its group.
+	OpReplace
 )
 
 var opKindNames = [...]string{"", "create", "link", "touch", "merge", "refuse", "remove", "split", "erase",
-	"suppress", "unsuppress"}
+	"suppress", "unsuppress", "replace"}
 
 func (k OpKind) String() string {
 	if k > 0 && int(k) < len(opKindNames) {
@@ -318,6 +325,10 @@ func (tx *txn) apply(op *Op) error {
 		}
 	case OpUnsuppress:
 		if err := tx.unsuppress(op); err != nil {
+			return err
+		}
+	case OpReplace:
+		if err := tx.replace(op); err != nil {
 			return err
 		}
 	default:

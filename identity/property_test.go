@@ -250,7 +250,7 @@ func TestOpsReplay(t *testing.T) {
 	if err := src.g.RemoveIdentifier(v.Identifiers[0].Type, v.Identifiers[0].Value, "req"); err != nil {
 		t.Fatal(err)
 	}
-	// Suppression and unsuppression are ops too.
+	// Suppression, rectification and unsuppression are ops too.
 	var live []uint32
 	for id := uint32(1); id < src.g.next; id++ {
 		if p, _ := src.g.loadProfile(id); p != nil && p.redirect == 0 && len(p.idents) > 0 {
@@ -271,12 +271,15 @@ func TestOpsReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := w.Identifiers[0]
+	if err := src.g.ReplaceIdentifier(t.Context(), live[0], x.Type, x.Value, x.Value+"-fixed"); err != nil {
+		t.Fatal(err)
+	}
 	more, _ := randomEvents(r, 100, 50)
 	for i := range more {
 		more[i].off += int64(len(evs))
 	}
 	src.process(more)
-	if err := src.g.UnsuppressIdentities(t.Context(), []Ref{{Type: x.Type, Value: x.Value}}); err != nil {
+	if err := src.g.UnsuppressIdentities(t.Context(), []Ref{{Type: x.Type, Value: x.Value + "-fixed"}}); err != nil {
 		t.Fatal(err)
 	}
 	if d := src.dump(); !strings.Contains(d, "suppression group 2") || strings.Contains(d, "suppression group 1") {

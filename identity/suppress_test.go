@@ -175,27 +175,30 @@ func TestDropRows(t *testing.T) {
 	}
 }
 
-// TestSuppressByHash: unsuppress by a hashed identity; Suppressed reports
-// it.
-func TestSuppressByHash(t *testing.T) {
+// TestSuppressByHashAndReplace: a replaced identifier passes its
+// suppression on; unsuppress by a hashed identity; Suppressed reports it.
+func TestSuppressByHashAndReplace(t *testing.T) {
 	tg := newTestGraph(t, testConfig())
 	tg.process([]testEvent{{msg: "m1", ts: testEpoch, topic: "events", off: 1, user: "u-1", ids: [][2]string{{TypeEmail, "old@example.com"}}}})
 	if _, err := tg.g.Suppress(t.Context(), []uint32{1}); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []string{"old@example.com", " OLD@example.com"} {
+	if err := tg.g.ReplaceIdentifier(t.Context(), 1, TypeEmail, "old@example.com", "New@Example.com"); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"old@example.com", "new@example.com"} {
 		if ok, err := tg.g.Suppressed(Ref{Type: TypeEmail, Value: v}); err != nil || !ok {
 			t.Fatalf("%s suppressed = %v, %v", v, ok, err)
 		}
 	}
-	if d := tg.dump(); strings.Contains(d, "CHECK FAILED") || !strings.Contains(d, "suppression group 1: 2 hashes") {
+	if d := tg.dump(); strings.Contains(d, "CHECK FAILED") || !strings.Contains(d, "suppression group 1: 3 hashes") {
 		t.Fatal(d)
 	}
 	r := Ref{Type: TypeUserID, SHA256: sha256.Sum256([]byte("u-1")), Hashed: true}
 	if err := tg.g.UnsuppressIdentities(t.Context(), []Ref{r}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := tg.g.Suppressed(Ref{Type: TypeEmail, Value: "old@example.com"}); ok {
+	if ok, _ := tg.g.Suppressed(Ref{Type: TypeEmail, Value: "new@example.com"}); ok {
 		t.Fatal("still suppressed after unsuppress by the user id's hash")
 	}
 	if err := tg.g.Check(); err != nil {
