@@ -244,17 +244,49 @@ func (e audienceExporter) Export(_ context.Context, s privacy.Subject) (any, err
 	return out, nil
 }
 
-// suppressor suppresses through the consent stage's suppression set: every
-// sink policy drops the profile's events (reason "suppressed"), for the
-// profile's current and future events, since its identifiers keep
-// resolving to it.
-type suppressor struct{ c *segments.Consent }
+// suppressor suppresses a person by the keyed hashes of every identifier
+// their profiles hold (identity.Graph.Suppress): the identity stage drops
+// every later event carrying any of them before resolution (reason
+// "suppressed"), for every sink, and the hashes outlive an erasure, so
+// erase-and-suppress works. Unsuppress lifts the suppression groups the
+// request's identities (raw or sha256) belong to, which also works after
+// the profiles were erased.
+//
+// With a purpose catalogue, the consent stage's suppression of the
+// profile ids is kept as well: events resolved before the request ran and
+// still in flight to the sinks are dropped by the sink policies (sinks
+// with a consent block). consentEraser lifts it when the profile is erased:
+// the id resolves nothing any more and is never reused.
+type suppressor struct {
+	g *identity.Graph
+	c *segments.Consent // nil without a purpose catalogue
+}
 
-func (p suppressor) Suppress(_ context.Context, s privacy.Subject) error {
+func (p suppressor) Suppress(ctx context.Context, s privacy.Subject) error {
+	if _, err := p.g.Suppress(ctx, s.Profiles); err != nil {
+		return err
+	}
+	if p.c == nil {
+		return nil
+	}
 	return p.c.Suppress(s.Profiles...)
 }
 
-func (p suppressor) Unsuppress(_ context.Context, s privacy.Subject) error {
+func (p suppressor) Unsuppress(ctx context.Context, s privacy.Subject) error {
+	refs := make([]identity.Ref, 0, len(s.Identities))
+	for _, id := range s.Identities {
+		r, err := identityRef(id)
+		if err != nil {
+			return err
+		}
+		refs = append(refs, r)
+	}
+	if err := p.g.UnsuppressIdentities(ctx, refs); err != nil {
+		return err
+	}
+	if p.c == nil {
+		return nil
+	}
 	return p.c.Unsuppress(s.Profiles...)
 }
 
@@ -310,8 +342,15 @@ func (e identityEraser) Erase(ctx context.Context, s privacy.Subject) error {
 type consentEraser struct{ c *segments.Consent }
 
 func (consentEraser) Name() string { return "consent" }
+
+// Erase erases the consent state and lifts the profile-id suppression:
+// an erased id is never reused, and a person's suppression lives on as
+// identifier hashes in the identity graph (suppressor).
 func (e consentEraser) Erase(_ context.Context, s privacy.Subject) error {
-	return e.c.Erase(s.Profiles...)
+	if err := e.c.Erase(s.Profiles...); err != nil {
+		return err
+	}
+	return e.c.Unsuppress(s.Profiles...)
 }
 
 type audienceEraser struct{ s *audience.Store }
