@@ -185,10 +185,12 @@
 //
 // # Suppression
 //
-// Graph.Suppress(ctx, pids) keeps the hmac16 of every identifier the
-// profiles hold (merged ones' included; a merged id stands for its
-// survivor) under 0x18, each naming a suppression group, and the group's
-// member list under 0x19. One call makes one group; when some of the
+// Graph.Suppress(ctx, pids, refs...) keeps the hmac16 of every identifier
+// the profiles hold (merged ones' included; a merged id stands for its
+// survivor), and of the identifiers refs name (raw or SHA-256; no profile
+// need hold them, so a person not seen yet can be suppressed), under
+// 0x18, each naming a suppression group, and the group's member list
+// under 0x19. One call makes one group; when some of the
 // hashes are suppressed already, the call joins the lowest such group
 // (those hashes stay where they are), so a repeated call changes nothing.
 // UnsuppressIdentities(ctx, refs) lifts every group holding one of the
@@ -197,7 +199,8 @@
 // email also lets their device ids through again, even when the profiles
 // were erased in between. Both are Ops (OpSuppress with the group id,
 // allocated like profile ids; OpUnsuppress) in one synced batch, and
-// idempotent. Only keyed hashes are kept: no value, no profile id.
+// idempotent (OpSuppress carries given identities as their hmac16 only).
+// Only keyed hashes are kept: no value, no profile id.
 //
 // Every suppressed hash is also in memory (a map loaded by New, updated on
 // commit). The Stage checks each row's identifiers against it right after

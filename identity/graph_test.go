@@ -26,7 +26,8 @@ import (
 //	remove type=T value=V
 //	split profile=N
 //	erase profiles=(N,M)  Graph.Erase of the profiles
-//	suppress profiles=(N,M)  Graph.Suppress of the profiles
+//	suppress profiles=(N,M) [type=T value=V [sha256]]  Graph.Suppress of the
+//	                    profiles, and of one identifier (sha256: by its SHA-256)
 //	unsuppress type=T value=V [sha256]  Graph.UnsuppressIdentities of one
 //	                    identifier (sha256: by the SHA-256 of V)
 //	replace profile=N type=T old=V new=W  Graph.ReplaceIdentifier
@@ -113,8 +114,25 @@ func TestScenarios(t *testing.T) {
 				return tg.dump()
 			case "suppress":
 				var ids []uint32
+				var refs []Ref
+				if d.HasArg("type") {
+					var typ, val string
+					d.ScanArgs(t, "type", &typ)
+					d.ScanArgs(t, "value", &val)
+					r := Ref{Type: typ, Value: val}
+					if d.HasArg("sha256") {
+						r = Ref{Type: typ, SHA256: sha256.Sum256([]byte(val)), Hashed: true}
+					}
+					refs = append(refs, r)
+				}
 				for _, a := range d.CmdArgs {
+					if a.Key != "profiles" {
+						continue
+					}
 					for _, v := range a.Vals {
+						if v == "" {
+							continue
+						}
 						n, err := strconv.ParseUint(v, 10, 32)
 						if err != nil {
 							d.Fatalf(t, "bad profile id %q", v)
@@ -122,7 +140,7 @@ func TestScenarios(t *testing.T) {
 						ids = append(ids, uint32(n))
 					}
 				}
-				gr, err := tg.g.Suppress(t.Context(), ids)
+				gr, err := tg.g.Suppress(t.Context(), ids, refs...)
 				if err != nil {
 					return "error: " + err.Error()
 				}

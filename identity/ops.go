@@ -46,12 +46,12 @@ const (
 	// one (a redirect) is a conflict.
 	OpErase
 	// OpSuppress adds the keyed hash of every identifier of the live
-	// profile Profile to suppression group Group (suppress.go), except
-	// hashes already suppressed, which stay in their group. Group is at
-	// most the next group id, and equal to it starts a group (as OpCreate
-	// takes the next profile id). An unknown or erased Profile adds
-	// nothing; a merged one is a conflict. Erasure does not touch
-	// suppression.
+	// profile Profile, and the keyed hashes Hashes, to suppression group
+	// Group (suppress.go), except hashes already suppressed, which stay in
+	// their group. Group is at most the next group id, and equal to it
+	// starts a group (as OpCreate takes the next profile id). Profile 0,
+	// unknown or erased adds no profile's identifiers; a merged one is a
+	// conflict. Erasure does not touch suppression.
 	OpSuppress
 	// OpUnsuppress removes suppression group Group and every hash in it. An
 	// unknown group is a no-op.
@@ -92,6 +92,10 @@ type Op struct {
 	Rule      string
 	// Group is the suppression group of OpSuppress and OpUnsuppress.
 	Group uint64
+	// Hashes are keyed hashes (hmac16, doc.go) of identifiers OpSuppress
+	// suppresses besides those of Profile: identities given to Suppress
+	// that no profile holds (yet).
+	Hashes [][hashLen]byte
 }
 
 // Ident is an identifier: a type name and its normalised value.

@@ -148,18 +148,19 @@ func (s *Stage) Process(ctx context.Context, b *engine.Batch) error {
 	if err := tx.commit(s.offs); err != nil {
 		return err
 	}
-	if len(s.dropped) > 0 {
-		if err := s.dropRows(b); err != nil {
-			return err
-		}
-		b.Drops = append(b.Drops, engine.Drop{Reason: ReasonSuppressed, Rows: len(s.dropped)})
-	}
 	for _, o := range s.offs {
 		k := topicPart{o.Topic, o.Partition}
 		if _, ok := s.offsets[k]; !ok {
 			k.topic = strings.Clone(k.topic)
 		}
 		s.offsets[k] = o.Next
+	}
+	// After the offsets: they are committed, whatever happens here.
+	if len(s.dropped) > 0 {
+		if err := s.dropRows(b); err != nil {
+			return err
+		}
+		b.Drops = append(b.Drops, engine.Drop{Reason: ReasonSuppressed, Rows: len(s.dropped)})
 	}
 	b.Merges = append(b.Merges, tx.merges...)
 	s.publishStats()

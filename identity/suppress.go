@@ -114,12 +114,16 @@ func (g *Graph) loadSuppression() error {
 }
 
 // Suppress keeps the keyed hash of every identifier the profiles pids hold
-// (those of profiles merged into them included), so that the Stage drops
-// every later event carrying any of them, before resolution: no profile is
-// created, no identifier linked, no last seen moved. The hashes outlive
-// Erase: call Suppress first, then Erase, for erase-and-suppress.
+// (those of profiles merged into them included), and of the identifiers
+// refs name (raw values normalised, or SHA-256 of the normalised value;
+// they need not belong to any profile: a person never seen yet can be
+// suppressed), so that the Stage drops every later event carrying any of
+// them, before resolution: no profile is created, no identifier linked,
+// no last seen moved. The hashes outlive Erase: call Suppress first, then
+// Erase, for erase-and-suppress.
 //
-// A merged id stands for its survivor; unknown and erased ids are skipped.
+// A merged id stands for its survivor; unknown and erased ids are
+// skipped, and so are refs of an unknown type or invalid for their type.
 // All hashes of one call form one suppression group, which
 // UnsuppressIdentities lifts as a whole (by any identifier of the group,
 // even after the profiles are erased). A hash already suppressed stays in
@@ -127,7 +131,7 @@ func (g *Graph) loadSuppression() error {
 // starting one, so suppressing a person twice is a no-op (Suppress is
 // idempotent). The change is one synced batch of OpSuppress ops. It
 // returns the group (0 when there was nothing to suppress).
-func (g *Graph) Suppress(ctx context.Context, pids []uint32) (uint64, error) {
+func (g *Graph) Suppress(ctx context.Context, pids []uint32, refs ...Ref) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -149,11 +153,24 @@ func (g *Graph) Suppress(ctx context.Context, pids []uint32) (uint64, error) {
 	}
 	slices.Sort(live)
 	live = slices.Compact(live)
-	if len(live) == 0 {
-		return 0, nil
-	}
 	group := uint64(0)
 	var h hash
+	var given [][hashLen]byte
+	for _, r := range refs {
+		if err := g.hashRef(&h, r); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return 0, err
+		}
+		given = append(given, h)
+		if gr := g.supp[h]; gr != 0 && (group == 0 || gr < group) {
+			group = gr
+		}
+	}
+	if len(live) == 0 && len(given) == 0 {
+		return 0, nil
+	}
 	for _, id := range live {
 		p, err := g.loadProfile(id)
 		if err != nil {
@@ -173,9 +190,12 @@ func (g *Graph) Suppress(ctx context.Context, pids []uint32) (uint64, error) {
 		group = g.nextGroup
 	}
 	now := g.now().UnixMicro()
-	ops := make([]Op, 0, len(live))
+	ops := make([]Op, 0, len(live)+1)
 	for _, id := range live {
 		ops = append(ops, Op{Kind: OpSuppress, Time: now, Profile: id, Group: group})
+	}
+	if len(given) > 0 {
+		ops = append(ops, Op{Kind: OpSuppress, Time: now, Group: group, Hashes: given})
 	}
 	if err := g.applyLocked(ops); err != nil {
 		return 0, err
@@ -270,30 +290,40 @@ func (tx *txn) suppress(op *Op) error {
 	case op.Group == tx.nextGroup:
 		tx.nextGroup++
 	}
-	p, err := tx.get(op.Profile)
-	if err != nil {
-		return err
+	var p *profile
+	if op.Profile != 0 {
+		var err error
+		if p, err = tx.get(op.Profile); err != nil {
+			return err
+		}
+		if p != nil && p.redirect != 0 {
+			return fmt.Errorf("%w: profile %d is merged into %d; suppress that profile", ErrOpConflict, p.id, p.redirect)
+		}
 	}
-	if p == nil {
+	if p == nil && len(op.Hashes) == 0 {
 		return nil // unknown or erased: nothing to suppress
-	}
-	if p.redirect != 0 {
-		return fmt.Errorf("%w: profile %d is merged into %d; suppress that profile", ErrOpConflict, p.id, p.redirect)
 	}
 	cur, err := tx.group(op.Group)
 	if err != nil {
 		return err
 	}
 	members := slices.Clone(cur)
-	var h hash
-	for i := range p.idents {
-		x := &p.idents[i]
-		tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
-		if tx.suppGroup(&h) != 0 {
-			continue
+	add := func(h hash) {
+		if tx.suppGroup(&h) == 0 {
+			tx.supp[h] = op.Group
+			members = append(members, h)
 		}
-		tx.supp[h] = op.Group
-		members = append(members, h)
+	}
+	var h hash
+	if p != nil {
+		for i := range p.idents {
+			x := &p.idents[i]
+			tx.g.hashInto(&h, tx.typeName(x.typ), []byte(x.value))
+			add(h)
+		}
+	}
+	for _, k := range op.Hashes {
+		add(k)
 	}
 	if len(members) == len(cur) {
 		return nil

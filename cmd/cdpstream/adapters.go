@@ -186,6 +186,18 @@ func identityRef(id privacy.Identity) (identity.Ref, error) {
 	return identity.Ref{}, fmt.Errorf("identity_format %q is not supported", id.Format)
 }
 
+func identityRefs(ids []privacy.Identity) ([]identity.Ref, error) {
+	refs := make([]identity.Ref, 0, len(ids))
+	for _, id := range ids {
+		r, err := identityRef(id)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, r)
+	}
+	return refs, nil
+}
+
 // identityExporter exports every identifier and the merge history.
 type identityExporter struct{ g *identity.Graph }
 
@@ -245,7 +257,8 @@ func (e audienceExporter) Export(_ context.Context, s privacy.Subject) (any, err
 }
 
 // suppressor suppresses a person by the keyed hashes of every identifier
-// their profiles hold (identity.Graph.Suppress): the identity stage drops
+// their profiles hold and of the request's identities, which need not be
+// known yet (identity.Graph.Suppress): the identity stage drops
 // every later event carrying any of them before resolution (reason
 // "suppressed"), for every sink, and the hashes outlive an erasure, so
 // erase-and-suppress works. Unsuppress lifts the suppression groups the
@@ -263,7 +276,11 @@ type suppressor struct {
 }
 
 func (p suppressor) Suppress(ctx context.Context, s privacy.Subject) error {
-	if _, err := p.g.Suppress(ctx, s.Profiles); err != nil {
+	refs, err := identityRefs(s.Identities)
+	if err != nil {
+		return err
+	}
+	if _, err := p.g.Suppress(ctx, s.Profiles, refs...); err != nil {
 		return err
 	}
 	if p.c == nil {
@@ -273,13 +290,9 @@ func (p suppressor) Suppress(ctx context.Context, s privacy.Subject) error {
 }
 
 func (p suppressor) Unsuppress(ctx context.Context, s privacy.Subject) error {
-	refs := make([]identity.Ref, 0, len(s.Identities))
-	for _, id := range s.Identities {
-		r, err := identityRef(id)
-		if err != nil {
-			return err
-		}
-		refs = append(refs, r)
+	refs, err := identityRefs(s.Identities)
+	if err != nil {
+		return err
 	}
 	if err := p.g.UnsuppressIdentities(ctx, refs); err != nil {
 		return err
