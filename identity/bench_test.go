@@ -92,14 +92,14 @@ func BenchmarkResolve(b *testing.B) {
 // 50k people (200k identifiers): set_0 with nothing suppressed, set_1e+05
 // with the other 25k people's 100k identifier hashes suppressed and no
 // event of theirs (the cost of the ingest check when it finds nothing),
-// and set_1e+05/hit_1pct where 1% of events are theirs and are dropped
+// and set_1e+05_hit_1pct where 1% of events are theirs and are dropped
 // (the batch's record is rebuilt without them). ns/op is per event.
 func BenchmarkSuppressCheck(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		supp bool
 		hit  float64
-	}{{"set_0", false, 0}, {"set_1e+05", true, 0}, {"set_1e+05/hit_1pct", true, 0.01}} {
+	}{{"set_0", false, 0}, {"set_1e+05", true, 0}, {"set_1e+05_hit_1pct", true, 0.01}} {
 		b.Run(c.name, func(b *testing.B) {
 			env := suppressEnv(b, c.supp)
 			r := rand.New(rand.NewPCG(uint64(b.N), 2))
