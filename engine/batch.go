@@ -72,6 +72,18 @@ type Batch struct {
 	// that implement RecordSink and want its type, before the batch's
 	// offsets commit.
 	Records []Record
+	// Drops counts the rows stages removed from Rec, by reason (identity
+	// removes the events of suppressed people before resolving them). They
+	// reach no sink: the runner counts them as dropped for every sink that
+	// takes events (cdp_engine_dropped_total{sink,reason}, Stats.Dropped).
+	// Offsets still cover them.
+	Drops []Drop
+}
+
+// Drop is a number of rows a stage removed from a batch, for one reason.
+type Drop struct {
+	Reason Reason
+	Rows   int
 }
 
 // Record is a control record: not an event, but news about profiles that

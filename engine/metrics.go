@@ -16,7 +16,8 @@ import (
 //	cdp_engine_sent_total{component}       rows it passed on (for a sink: wrote)
 //	cdp_engine_errors_total{component}     failed calls
 //	cdp_engine_batch_seconds{component}    time per batch call
-//	cdp_engine_dropped_total{sink,reason}  rows a sink's filter did not select
+//	cdp_engine_dropped_total{sink,reason}  rows a sink did not get: its filter did not
+//	                                       select them, or a stage removed them (Batch.Drops)
 //	cdp_engine_dead_letter_total{reason}   rejected records, by reason code
 //	cdp_engine_committed_total             batches whose offsets were committed
 //	cdp_engine_inflight_batches            batches between source and commit
@@ -39,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		errors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_errors_total", Help: "Failed batch calls of a pipeline component."}, []string{"component"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cdp_engine_batch_seconds", Help: "Time a component spent on one batch.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}, []string{"component"}),
-		dropped:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_dropped_total", Help: "Events a sink's filter did not select, by reason."}, []string{"sink", "reason"}),
+		dropped:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_dropped_total", Help: "Events a sink did not get, by reason: its filter did not select them, or a stage removed them from the batch."}, []string{"sink", "reason"}),
 		dead:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_dead_letter_total", Help: "Rejected records sent to the dead-letter sink, by reason."}, []string{"reason"}),
 		committed: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_engine_committed_total", Help: "Batches whose input offsets were committed."}),
 		inflight:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "cdp_engine_inflight_batches", Help: "Batches between the source and the offset commit."}),

@@ -59,7 +59,8 @@ type Stats struct {
 	Dead      uint64 // records sent to the dead-letter sink
 	Committed uint64 // batches committed
 	// Sent and Dropped hold per sink, in SinkSpec order, the rows written
-	// and the rows its filter did not select.
+	// and the rows it did not get: those its filter did not select, and
+	// those a stage removed (Batch.Drops).
 	Sent, Dropped []uint64
 }
 
@@ -362,6 +363,12 @@ func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error
 			rows = 0
 		}
 		written := 0
+		if events {
+			for _, d := range b.Drops {
+				r.m.dropped.WithLabelValues(name, string(d.Reason)).Add(float64(d.Rows))
+				r.dropped[i].Add(uint64(d.Rows))
+			}
+		}
 		err := c.observe(work, rows, func(ctx context.Context) (int, error) {
 			if rows > 0 {
 				var s []int // nil: every row

@@ -333,3 +333,45 @@ func TestRunnerRecordsOnlySink(t *testing.T) {
 		t.Fatalf("records-only sink: %d events written, %d merges, stats %d", len(m.ids), m.merges, r.Stats().Sent[0])
 	}
 }
+
+// dropStage removes every row of a batch and records why, as the identity
+// stage does for suppressed people.
+type dropStage struct{}
+
+func (dropStage) Name() string { return "drop" }
+func (dropStage) Process(_ context.Context, b *engine.Batch) error {
+	n := b.Rows()
+	rec := b.Rec.NewSlice(0, 0)
+	b.Rec.Release()
+	b.Rec = rec
+	b.Drops = append(b.Drops, engine.Drop{Reason: "suppressed", Rows: n})
+	return nil
+}
+
+// TestRunnerCountsStageDrops: rows a stage removed count as dropped for
+// every sink that takes events, and the batch's offsets still commit.
+func TestRunnerCountsStageDrops(t *testing.T) {
+	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer alloc.AssertSize(t, 0)
+	src := &sliceSource{batches: []*engine.Batch{makeBatch(t, alloc, "b", 0, 5), makeBatch(t, alloc, "c", 5, 3)}}
+	all, recs := &memSink{name: "all"}, &mergeOnly{memSink: memSink{name: "records"}}
+	reg := prometheus.NewRegistry()
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, []engine.Stage{dropStage{}},
+		[]engine.SinkSpec{{Sink: all}, {Sink: recs}}, &memDead{}, engine.NewMetrics(reg), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := r.Stats()
+	if len(all.ids) != 0 || st.Dropped[0] != 8 || st.Dropped[1] != 0 || st.Committed != 2 {
+		t.Fatalf("stats %+v, %d rows written", st, len(all.ids))
+	}
+	if got := mustCounter(t, reg, "cdp_engine_dropped_total", "suppressed"); got != 8 {
+		t.Fatalf("dropped{reason=suppressed} = %v, want 8", got)
+	}
+	if len(src.committed) != 2 || src.committed[1].Next != 8 {
+		t.Fatalf("committed %+v", src.committed)
+	}
+}

@@ -363,9 +363,10 @@ const (
 	LogRefused LogKind = 2 // a merge of Merged into Survivor was refused; Rule is the reason
 	LogSplit   LogKind = 3 // Merged were split out of Survivor
 	LogRemove  LogKind = 4 // an identifier of type Rule was removed from Survivor
+	LogReplace LogKind = 5 // an identifier of type Rule of Survivor was replaced by another value
 )
 
-var logKindNames = [...]string{"", "merge", "refused", "split", "remove"}
+var logKindNames = [...]string{"", "merge", "refused", "split", "remove", "replace"}
 
 func (k LogKind) String() string {
 	if int(k) < len(logKindNames) && k > 0 {

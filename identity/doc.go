@@ -8,16 +8,19 @@
 //     window, unique, blocked values exact and regex), caps, cache size, and
 //     the HMAC secret (from config or an environment variable).
 //   - Graph (New): the graph over a *pebble.DB the caller owns. Lookup,
-//     Profile, Log, RemoveIdentifier, Split, Erase, Apply, Check,
-//     Routes/Handler. WithKeyring (an engine.Keyring) seals identifier
-//     values per profile; see Encryption.
+//     LookupHash and LookupRef (by SHA-256 of the value), Profile, Log,
+//     RemoveIdentifier, ReplaceIdentifier (rectification), Split, Erase,
+//     Suppress, UnsuppressIdentities, Suppressed, Inactive (retention),
+//     Apply, Check, Routes/Handler. WithKeyring (an engine.Keyring) seals
+//     identifier values per profile; see Encryption.
 //   - Stage (NewStage): the engine.Stage that resolves a batch.
 //   - Op and Apply: every change is an Op (create, link, touch, merge,
-//     refuse, remove, split, erase). Ops are deterministic: the same Ops applied
-//     in the same order to the same graph give the same graph: the same
-//     identifiers, profiles, merge log and counters (TestOpsReplay compares
-//     the decoded, decrypted graphs). Sealed values are not the same bytes
-//     on two stores, since each draws its own profile keys and nonces and a
+//     refuse, remove, split, erase, suppress, unsuppress, replace). Ops are
+//     deterministic: the same Ops applied in the same order to the same
+//     graph give the same graph: the same identifiers, profiles, merge log,
+//     suppression and counters (TestOpsReplay compares the decoded,
+//     decrypted graphs). Sealed values are not the same bytes on two
+//     stores, since each draws its own profile keys and nonces and a
 //     record's sealed chunks follow its commits; with the same random
 //     source and the same commits they are (TestOpsReplay checks two such
 //     replicas byte for byte, as the tests' seeded keyrings rely on). The
@@ -77,9 +80,12 @@
 // # Key layout (prefixes 0x10-0x1f are identity's; values start with a version byte, v = 1 unless shown)
 //
 //	0x10 0x01                 → v | uvarint next profile id | uvarint next log seq
-//	0x10 0x02                 → HMAC(secret, check string)[:16]; New refuses another secret
+//	0x10 0x02                 → hmac16 of the check string "...secret check v2" (as an
+//	                              identifier of type ""): New refuses another secret
+//	                              (ErrSecretMismatch) and the v1 derivation (ErrOldDerivation)
 //	0x10 0x03                 → v | uvarint n, n × (uvarint len, key): erased keys not yet
 //	                              compacted (sorted; absent when none)
+//	0x10 0x04                 → v | uvarint next suppression group id (absent: 1)
 //	0x11 | hmac16             → v | uvarint profile id | varint last seen (unix s)
 //	0x12 | profile id (4 BE)  → 2 | 0 (live) | varint created (unix s)       (with a keyring)
 //	                              | uvarint n, n × (uvarint merged id, uvarint parent)
@@ -96,9 +102,19 @@
 //	                              | uvarint len, rule
 //	0x14 | profile id | seq   → empty: the merge-log entries naming a profile
 //	0x15 | type name          → v | uvarint type id (dense from 1; ids in profile records)
+//	0x18 | hmac16             → v | uvarint group: a suppressed identifier
+//	0x19 | group (8 BE)       → v | uvarint n, n × hmac16 (sorted): a suppression group
+//
+// (0x16 and 0x17 are left free.)
 //
 // hmac16 is the first 16 bytes of HMAC-SHA256(secret, type name | 0x00 |
-// normalised value): no identifier is in a key in plain text. The
+// SHA-256(normalised value)): no identifier is in a key in plain text.
+// The value is hashed before the HMAC so that a caller holding only the
+// SHA-256 of a value (an OpenDSR identity in format sha256) can find its
+// key (LookupHash); it costs one SHA-256 per identifier of an event. This
+// is the v2 derivation; v1 took the HMAC of the plain value, and New
+// refuses a store written with it (ErrOldDerivation) rather than find
+// nothing in it: such a store is rebuilt from the input topics. The
 // normalised values are kept only in profile records, because lookups
 // show them (masked) and access exports and deletion notices list them;
 // with a keyring they are sealed there (see Encryption), and nothing of
@@ -139,6 +155,24 @@
 //     (TestPlainToEncrypted). A v2 record without a keyring is
 //     ErrCorrupt.
 //
+// # Hashed identities
+//
+// A hashed identity is the SHA-256 of the value exactly as its type's
+// normaliser leaves it; any other form finds nothing. Per normaliser:
+// none: the value as sent; trim: surrounding white space (ASCII and
+// Unicode) removed; lower: trimmed, then lower case (Unicode); email:
+// trimmed and lower case (and it must hold an '@' with text on both
+// sides); phone: only the digits, with a leading '+' kept ("+1 (555)
+// 010-0000" is hashed as "+15550100000"). OpenDSR leaves the hashing rule
+// to the parties; cdpstream asks controllers for the SHA-256 of the value
+// trimmed, and lowercased for email (privacy's normalizedSHA256). With the
+// default types that agrees for controller_customer_id (user_id, trim),
+// email, and the device ids (device_id, trim), but not for advertising
+// ids: advertising_id is lowercased, so its hash must be taken over the
+// lowercase id (an IDFA is usually written in upper case; the test
+// TestHashedIdentityNormalisation pins this). A type configured with
+// another normaliser changes what its hash must cover.
+//
 // # Erasure
 //
 // Graph.Erase(ctx, pids) erases live profiles for a data subject request
@@ -176,6 +210,8 @@
 //     id (a number no key or record resolves any more; it constrains
 //     nothing), and Ops already published to an identity log keep the
 //     values they carried (that log's retention is its issue's concern).
+//     Suppression (0x18/0x19) is not touched either: it is meant to
+//     outlive the erasure.
 //
 // The batch also records the keys it erased (the profile keys' included)
 // under 0x10 0x03. After the
@@ -206,6 +242,46 @@
 // ways; encrypted, no identifier value is in any file even before the
 // erasure, and after it neither are the wrapped keys.
 //
+// # Suppression
+//
+// Graph.Suppress(ctx, pids, refs...) keeps the hmac16 of every identifier
+// the profiles hold (merged ones' included; a merged id stands for its
+// survivor), and of the identifiers refs name (raw or SHA-256; no profile
+// need hold them, so a person not seen yet can be suppressed), under
+// 0x18, each naming a suppression group, and the group's member list
+// under 0x19. One call makes one group; when some of the
+// hashes are suppressed already, the call joins the lowest such group
+// (those hashes stay where they are), so a repeated call changes nothing.
+// UnsuppressIdentities(ctx, refs) lifts every group holding one of the
+// identifiers named (raw values normalised, or SHA-256 of the normalised
+// value): all of that group's hashes go, so unsuppressing a person by one
+// email also lets their device ids through again, even when the profiles
+// were erased in between. Both are Ops (OpSuppress with the group id,
+// allocated like profile ids; OpUnsuppress) in one synced batch, and
+// idempotent (OpSuppress carries given identities as their hmac16 only).
+// Only keyed hashes are kept: no value, no profile id.
+//
+// Every suppressed hash is also in memory (a map loaded by New, updated on
+// commit). The Stage checks each row's identifiers against it right after
+// hashing them, before anything is looked up: a row with a suppressed
+// identifier creates no profile, links nothing and touches no last seen.
+// Its row is removed from the batch's record (a new record of the kept
+// rows, copied run by run; the old one is released), so no later stage
+// and no sink sees it; Batch.Drops carries the count with reason
+// "suppressed" (the runner adds it to cdp_engine_dropped_total for every
+// sink), and the batch's offsets still cover it. With no suppressed hash
+// the check is one length test per batch. Replayed rows are dropped too.
+// An identifier replaced by ReplaceIdentifier passes its suppression to
+// the new value. Erasure does not touch suppression.
+//
+// # Retention
+//
+// Inactive(before, fn) scans the profile records (without the Graph's
+// lock, in chunks, no iterator open while fn runs so fn may Erase) and
+// reports live profiles whose latest identifier last seen is before
+// before. Last seen moves in steps of Config.SeenGranularity (default
+// 24h), so it may lag the last event by up to that.
+//
 // # Invariants (checked by Graph.Check, after every step of the golden tests)
 //
 //   - Every identifier key points to a live profile, and that profile lists
@@ -216,6 +292,9 @@
 //     own merged ids).
 //   - Every profile id is below the persisted counter; ids start at 1 and 0
 //     means unresolved.
+//   - Every suppressed hash names a group that lists it, every group
+//     member is suppressed in that group, groups are non-empty and below
+//     the group counter, and the in-memory set equals the 0x18 keys.
 //   - All writes of one engine.Batch, and its input offsets, commit in one
 //     synced Pebble batch; caches are updated only after the commit, so a
 //     failed commit leaves memory and disk as they were.
@@ -230,7 +309,8 @@
 //
 // # Metrics
 //
-//	cdp_identity_events_total{result}            resolved, unresolved, replayed
+//	cdp_identity_events_total{result}            resolved, unresolved, replayed, suppressed
+//	cdp_identity_suppressed_identifiers          suppressed hashes held (gauge)
 //	cdp_identity_refused_total{reason,type}      limit, unique, apart, cap_merges, cap_identifiers
 //	cdp_identity_values_dropped_total{reason,type} blocked, invalid, unknown_type
 //	cdp_identity_merges_total

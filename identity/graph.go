@@ -22,11 +22,23 @@ import (
 // Errors returned by Graph.
 var (
 	ErrSecretMismatch = errors.New("identity: store was written under another identifier secret")
-	ErrNotFound       = errors.New("identity: not found")
-	ErrOpConflict     = errors.New("identity: operation conflicts with the graph")
+	// ErrOldDerivation: the store keys identifiers by the first derivation
+	// (HMAC of the plain value). This version keys them by HMAC of the
+	// value's SHA-256 (see doc.go), so every lookup in such a store would
+	// find nothing; New refuses it instead.
+	ErrOldDerivation = errors.New("identity: store keys identifiers by the v1 derivation (HMAC of the plain value); " +
+		"this version derives keys from SHA-256 of the value (v2): rebuild the store from the input topics")
+	ErrNotFound   = errors.New("identity: not found")
+	ErrOpConflict = errors.New("identity: operation conflicts with the graph")
 )
 
-const secretCheck = "cdpstream identity secret check v1"
+// secretCheck is hashed as an identifier of type "" under the configured
+// secret and stored (0x10 0x02), so New can tell another secret, or another
+// key derivation, from the right one. Its version names the derivation.
+const (
+	secretCheck   = "cdpstream identity secret check v2"
+	secretCheckV1 = "cdpstream identity secret check v1" // HMAC(secret, 0x00 | check), the v1 derivation
+)
 
 // Graph is the identity graph in Pebble: identifiers, profiles, and the
 // merge log. All its methods are safe for concurrent use; they serialise on
@@ -50,6 +62,10 @@ type Graph struct {
 	seq    uint64 // next merge-log sequence number
 	idc    *genCache[hash, identEntry]
 	pc     *genCache[uint32, *profile]
+	// supp holds every suppressed identifier hash and its group (0x18),
+	// for the Stage's check; nextGroup is the next suppression group id.
+	supp      map[hash]uint64
+	nextGroup uint64
 
 	// kr seals identifier values in profile records (nil: plain v1
 	// records); pt is plaintext scratch, scrubbed after each use.
@@ -142,8 +158,12 @@ func (g *Graph) load() error {
 		return fmt.Errorf("cannot read identity secret check: %w", err)
 	default:
 		same := bytes.Equal(v, want[:])
+		old := !same && bytes.Equal(v, g.checkV1())
 		closer.Close()
-		if !same {
+		switch {
+		case old:
+			return ErrOldDerivation
+		case !same:
 			return ErrSecretMismatch
 		}
 	}
@@ -187,7 +207,10 @@ func (g *Graph) load() error {
 			return corrupt("type dictionary has a gap")
 		}
 	}
-	return it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return g.loadSuppression()
 }
 
 // newUnknownType registers a type that is not configured. It resolves only
@@ -213,15 +236,34 @@ func (g *Graph) typeByName(name string) *typeInfo {
 	return g.newUnknownType(strings.Clone(name))
 }
 
-// hashInto sets h to the keyed hash of a normalised identifier.
+// hashInto sets h to the keyed hash of a normalised identifier:
+// HMAC-SHA256(secret, type | 0x00 | SHA-256(value))[:16]. Hashing the value
+// first lets a caller who holds only the SHA-256 of a value find it
+// (hashSumInto, LookupHash); it costs one SHA-256 per identifier.
 func (g *Graph) hashInto(h *hash, typ string, val []byte) {
+	sum := sha256.Sum256(val)
+	g.hashSumInto(h, typ, &sum)
+}
+
+// hashSumInto sets h to the keyed hash of the identifier of type typ whose
+// normalised value has SHA-256 sum.
+func (g *Graph) hashSumInto(h *hash, typ string, sum *[sha256.Size]byte) {
 	b := append(g.macBuf[:0], typ...)
 	b = append(b, 0)
-	b = append(b, val...)
+	b = append(b, sum[:]...)
 	g.macBuf = b
 	g.mac.Reset()
 	g.mac.Write(b)
 	copy(h[:], g.mac.Sum(g.sumBuf[:0]))
+}
+
+// checkV1 is what a store written with the v1 derivation holds under
+// 0x10 0x02 for the configured secret.
+func (g *Graph) checkV1() []byte {
+	m := hmac.New(sha256.New, []byte(g.cfg.secret()))
+	m.Write([]byte{0})
+	m.Write([]byte(secretCheckV1))
+	return m.Sum(nil)[:hashLen]
 }
 
 // lookupIdent returns the entry of the identifier with hash h; pid 0 if

@@ -279,6 +279,11 @@ func (tg *testGraph) dump() string {
 			if x.origin != p.id {
 				fmt.Fprintf(&sb, " from %d", x.origin)
 			}
+			var h hash
+			g.hashInto(&h, g.byID[x.typ].name, []byte(x.value))
+			if gr := g.supp[h]; gr != 0 {
+				fmt.Fprintf(&sb, " suppressed in %d", gr)
+			}
 			sb.WriteByte('\n')
 		}
 		if len(p.merged) > 0 {
@@ -301,6 +306,20 @@ func (tg *testGraph) dump() string {
 		sb.WriteString(formatLog(e))
 		sb.WriteByte('\n')
 	}
+	// Suppression groups, by id, with their size (members are opaque
+	// hashes; the identifiers above say which group holds them).
+	it, err = g.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixGroup}, UpperBound: []byte{prefixGroup + 1}})
+	if err != nil {
+		tg.t.Fatal(err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		m, err := decodeGroup(it.Value())
+		if err != nil {
+			tg.t.Fatal(err)
+		}
+		fmt.Fprintf(&sb, "suppression group %d: %d hashes\n", be64(it.Key()[1:]), len(m))
+	}
+	it.Close()
 	if err := g.Check(); err != nil {
 		fmt.Fprintf(&sb, "CHECK FAILED: %v\n", err)
 	}
@@ -334,12 +353,12 @@ func (tg *testGraph) metricsText() string {
 		switch mf.GetName() {
 		case "cdp_identity_refused_total", "cdp_identity_values_dropped_total", "cdp_identity_merges_total",
 			"cdp_identity_profiles_created_total", "cdp_identity_demotions_total", "cdp_identity_events_total",
-			"cdp_identity_erased_total":
+			"cdp_identity_erased_total", "cdp_identity_suppressed_identifiers":
 		default:
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if v := m.GetCounter().GetValue(); v != 0 {
+			if v := m.GetCounter().GetValue() + m.GetGauge().GetValue(); v != 0 {
 				lines = append(lines, fmt.Sprintf("%s%s %v", mf.GetName(), labels(m.GetLabel()), v))
 			}
 		}

@@ -20,12 +20,13 @@ type metrics struct {
 	cacheMisses *prometheus.CounterVec // cache
 	cacheBytes  *prometheus.GaugeVec   // cache
 	ops         *prometheus.CounterVec // kind
+	suppressed  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_identity_events_total",
-			Help: "Events resolved, by result: resolved, unresolved (no usable identifier), replayed (resolved read-only after a restart)."}, []string{"result"}),
+			Help: "Events resolved, by result: resolved, unresolved (no usable identifier), replayed (resolved read-only after a restart), suppressed (dropped: it carried a suppressed identifier)."}, []string{"result"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_identity_refused_total",
 			Help: "Merges or identifier additions refused, by reason (limit, unique, apart, cap_merges, cap_identifiers) and identifier type."}, []string{"reason", "type"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_identity_values_dropped_total",
@@ -48,12 +49,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Estimated memory held by each cache."}, []string{"cache"}),
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_identity_ops_total",
 			Help: "Identity log operations applied, by kind."}, []string{"kind"}),
+		suppressed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cdp_identity_suppressed_identifiers",
+			Help: "Keyed hashes of suppressed identifiers held: events carrying one are dropped at ingest."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.refused, m.dropped, m.merges, m.created, m.added,
-		m.erased, m.demotions, m.cacheHits, m.cacheMisses, m.cacheBytes, m.ops} {
+		m.erased, m.demotions, m.cacheHits, m.cacheMisses, m.cacheBytes, m.ops, m.suppressed} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("cannot register identity metrics: %w", err)
 		}

@@ -45,9 +45,28 @@ const (
 	// erase.go). An unknown or already erased Profile is a no-op; a merged
 	// one (a redirect) is a conflict.
 	OpErase
+	// OpSuppress adds the keyed hash of every identifier of the live
+	// profile Profile, and the keyed hashes Hashes, to suppression group
+	// Group (suppress.go), except hashes already suppressed, which stay in
+	// their group. Group is at most the next group id, and equal to it
+	// starts a group (as OpCreate takes the next profile id). Profile 0,
+	// unknown or erased adds no profile's identifiers; a merged one is a
+	// conflict. Erasure does not touch suppression.
+	OpSuppress
+	// OpUnsuppress removes suppression group Group and every hash in it. An
+	// unknown group is a no-op.
+	OpUnsuppress
+	// OpReplace replaces the identifier Idents[0] of the live profile
+	// Profile by Idents[1], of the same type, which must not belong to
+	// another profile (rectification). The new value keeps the old one's
+	// origin and first and last seen; if the profile holds it already the
+	// old one is just removed. If the old one is suppressed, the new one
+	// joins its group.
+	OpReplace
 )
 
-var opKindNames = [...]string{"", "create", "link", "touch", "merge", "refuse", "remove", "split", "erase"}
+var opKindNames = [...]string{"", "create", "link", "touch", "merge", "refuse", "remove", "split", "erase",
+	"suppress", "unsuppress", "replace"}
 
 func (k OpKind) String() string {
 	if k > 0 && int(k) < len(opKindNames) {
@@ -71,6 +90,12 @@ type Op struct {
 	// MessageID is the event (or request) that caused the change.
 	MessageID string
 	Rule      string
+	// Group is the suppression group of OpSuppress and OpUnsuppress.
+	Group uint64
+	// Hashes are keyed hashes (hmac16, doc.go) of identifiers OpSuppress
+	// suppresses besides those of Profile: identities given to Suppress
+	// that no profile holds (yet).
+	Hashes [][hashLen]byte
 }
 
 // Ident is an identifier: a type name and its normalised value.
@@ -107,6 +132,11 @@ type txn struct {
 	compact [][]byte
 
 	seal []uint32 // commit: profiles with values to seal, sorted
+	// Suppression (suppress.go): hashes written (group 0: removed), group
+	// records written (nil: deleted), and the group counter.
+	supp      map[hash]uint64
+	groups    map[uint64][]hash
+	nextGroup uint64
 }
 
 // tally counts what a txn did, for the metrics after commit.
@@ -117,7 +147,7 @@ type tally struct {
 
 func (g *Graph) newTxn() *txn {
 	return &txn{g: g, ids: make(map[hash]identEntry), profs: make(map[uint32]*profile),
-		rewrite: make(map[uint64]LogEntry)}
+		rewrite: make(map[uint64]LogEntry), supp: make(map[hash]uint64), groups: make(map[uint64][]hash)}
 }
 
 // begin readies tx for a new batch of operations.
@@ -131,7 +161,9 @@ func (tx *txn) begin() {
 	tx.applied = tx.applied[:0]
 	clear(tx.rewrite)
 	tx.dels, tx.compact, tx.destroy = tx.dels[:0], tx.compact[:0], tx.destroy[:0]
-	tx.next, tx.seq = tx.g.next, tx.g.seq
+	clear(tx.supp)
+	clear(tx.groups)
+	tx.next, tx.seq, tx.nextGroup = tx.g.next, tx.g.seq, tx.g.nextGroup
 }
 
 func (tx *txn) ident(h *hash) (identEntry, error) {
@@ -292,6 +324,18 @@ func (tx *txn) apply(op *Op) error {
 		}
 	case OpErase:
 		if err := tx.erase(op); err != nil {
+			return err
+		}
+	case OpSuppress:
+		if err := tx.suppress(op); err != nil {
+			return err
+		}
+	case OpUnsuppress:
+		if err := tx.unsuppress(op); err != nil {
+			return err
+		}
+	case OpReplace:
+		if err := tx.replace(op); err != nil {
 			return err
 		}
 	default:
@@ -604,6 +648,9 @@ func (tx *txn) commit(offsets []engine.Offset) error {
 	if err := tx.stageErasure(w); err != nil {
 		return err
 	}
+	if err := tx.stageSuppression(w); err != nil {
+		return err
+	}
 	for i, t := range tx.newType {
 		tx.vbuf = append(tx.vbuf[:0], valueV1)
 		tx.vbuf = binary.AppendUvarint(tx.vbuf, uint64(len(g.byID)+i))
@@ -697,6 +744,7 @@ func (tx *txn) publish() {
 		g.byID = append(g.byID, t)
 	}
 	g.next, g.seq = tx.next, tx.seq
+	tx.publishSuppression()
 	if g.onCommit != nil && len(tx.applied) > 0 {
 		g.onCommit(tx.applied)
 	}

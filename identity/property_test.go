@@ -254,6 +254,41 @@ func TestOpsReplay(t *testing.T) {
 	if err := src.g.RemoveIdentifier(v.Identifiers[0].Type, v.Identifiers[0].Value, "req"); err != nil {
 		t.Fatal(err)
 	}
+	// Suppression, rectification and unsuppression are ops too.
+	var live []uint32
+	for id := uint32(1); id < src.g.next; id++ {
+		if p, _ := src.g.loadProfile(id); p != nil && p.redirect == 0 && len(p.idents) > 0 {
+			live = append(live, id)
+		}
+	}
+	if len(live) < 3 {
+		t.Fatal("too few live profiles")
+	}
+	if _, err := src.g.Suppress(t.Context(), live[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.g.Suppress(t.Context(), live[2:3]); err != nil {
+		t.Fatal(err)
+	}
+	w, err := src.g.Profile(live[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := w.Identifiers[0]
+	if err := src.g.ReplaceIdentifier(t.Context(), live[0], x.Type, x.Value, x.Value+"-fixed"); err != nil {
+		t.Fatal(err)
+	}
+	more, _ := randomEvents(r, 100, 50)
+	for i := range more {
+		more[i].off += int64(len(evs))
+	}
+	src.process(more)
+	if err := src.g.UnsuppressIdentities(t.Context(), []Ref{{Type: x.Type, Value: x.Value + "-fixed"}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := src.dump(); !strings.Contains(d, "suppression group 2") || strings.Contains(d, "suppression group 1") {
+		t.Fatalf("suppression not as set up:\n%s", d)
+	}
 	// The replica's decoded graph equals the source's. Its bytes do not:
 	// each store draws its own profile keys and nonces, and the sealed
 	// chunks of a record follow its commits. Two replicas applying the

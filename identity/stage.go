@@ -40,6 +40,10 @@ type Stage struct {
 	kbuf    []byte
 	offs    []engine.Offset
 	stats   rowStats
+	// dropped lists, ascending, the rows of the batch that carry a
+	// suppressed identifier; runs holds the kept row ranges.
+	dropped []int32
+	runs    [][2]int64
 }
 
 type topicPart struct {
@@ -82,7 +86,7 @@ type refusal struct {
 
 type dropKey struct{ reason, label string }
 
-type rowStats struct{ resolved, unresolved, replayed, demotions uint64 }
+type rowStats struct{ resolved, unresolved, replayed, suppressed, demotions uint64 }
 
 // NewStage returns the resolution stage over g. It reads the input offsets
 // committed with the graph: rows below them were applied before a restart
@@ -110,6 +114,12 @@ const stageName = "identity"
 // Process resolves every row of b.Rec, replaces its profile_id column,
 // appends the merges it caused to b.Merges, and commits the identity
 // changes together with b.Offsets in one synced Pebble batch.
+//
+// Rows carrying a suppressed identifier (Graph.Suppress) are dropped
+// before resolution: b.Rec is replaced by a record of the other rows (the
+// old one is released), b.Drops counts them with reason "suppressed", and
+// b.Offsets still cover them. When nothing is suppressed the check costs
+// nothing.
 func (s *Stage) Process(ctx context.Context, b *engine.Batch) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -145,6 +155,13 @@ func (s *Stage) Process(ctx context.Context, b *engine.Batch) error {
 		}
 		s.offsets[k] = o.Next
 	}
+	// After the offsets: they are committed, whatever happens here.
+	if len(s.dropped) > 0 {
+		if err := s.dropRows(b); err != nil {
+			return err
+		}
+		b.Drops = append(b.Drops, engine.Drop{Reason: ReasonSuppressed, Rows: len(s.dropped)})
+	}
 	b.Merges = append(b.Merges, tx.merges...)
 	s.publishStats()
 	if n == 0 {
@@ -178,6 +195,9 @@ func (s *Stage) publishStats() {
 	}
 	if s.stats.replayed > 0 {
 		m.events.WithLabelValues("replayed").Add(float64(s.stats.replayed))
+	}
+	if s.stats.suppressed > 0 {
+		m.events.WithLabelValues("suppressed").Add(float64(s.stats.suppressed))
 	}
 	m.demotions.Add(float64(s.stats.demotions))
 	for k, v := range s.drops {
@@ -230,10 +250,15 @@ func (s *Stage) resolveBatch(rec arrow.RecordBatch) error {
 	if err := s.prefetch(); err != nil {
 		return err
 	}
-	s.out = slices.Grow(s.out[:0], n)[:n]
+	s.out = slices.Grow(s.out[:0], n)
 	var last topicPart
 	lastNext, haveLast := int64(-1), false
+	d := 0 // the next row of s.dropped
 	for i := 0; i < n; i++ {
+		if d < len(s.dropped) && int(s.dropped[d]) == i {
+			d++
+			continue
+		}
 		// Rows below the committed offset were applied before a restart.
 		tp := topicPart{c.topic.Value(i), c.part.Value(i)}
 		if !haveLast || tp != last {
@@ -259,20 +284,26 @@ func (s *Stage) resolveBatch(rec arrow.RecordBatch) error {
 				s.stats.resolved++
 			}
 		}
-		s.out[i] = pid
+		s.out = append(s.out, pid)
 	}
+	s.stats.suppressed += uint64(len(s.dropped))
 	return nil
 }
 
-// extract normalises and hashes every identifier of every row.
+// extract normalises and hashes every identifier of every row. A row
+// carrying a suppressed identifier keeps no slots and is listed in
+// s.dropped.
 func (s *Stage) extract(c *columns, n int) {
 	g := s.g
 	s.slots = s.slots[:0]
 	s.arena = s.arena[:0]
 	s.rows = append(s.rows[:0], 0)
+	s.dropped = s.dropped[:0]
+	supp := len(g.supp) > 0
 	user, anon := g.types[TypeUserID], g.types[TypeAnonymousID]
 	offs := c.ids.Offsets()
 	for i := 0; i < n; i++ {
+		first := len(s.slots)
 		if user != nil && c.user.IsValid(i) {
 			s.add(user, c.user.Value(i), altNone)
 		}
@@ -302,8 +333,69 @@ func (s *Stage) extract(c *columns, n int) {
 				s.add(t, c.idValue.Value(j), altNone)
 			}
 		}
+		if supp && s.suppressed(first) {
+			s.slots = s.slots[:first]
+			s.dropped = append(s.dropped, int32(i))
+		}
 		s.rows = append(s.rows, int32(len(s.slots)))
 	}
+}
+
+// suppressed reports whether a slot from first on holds a suppressed
+// identifier.
+func (s *Stage) suppressed(first int) bool {
+	for i := first; i < len(s.slots); i++ {
+		if _, ok := s.g.supp[s.slots[i].h]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// dropRows replaces b.Rec by a record of the rows not in s.dropped, in
+// order, and releases the old one.
+func (s *Stage) dropRows(b *engine.Batch) error {
+	rec := b.Rec
+	n := rec.NumRows()
+	s.runs = s.runs[:0]
+	var from int64
+	for _, d := range s.dropped {
+		if int64(d) > from {
+			s.runs = append(s.runs, [2]int64{from, int64(d)})
+		}
+		from = int64(d) + 1
+	}
+	if from < n {
+		s.runs = append(s.runs, [2]int64{from, n})
+	}
+	if len(s.runs) == 0 {
+		s.runs = append(s.runs, [2]int64{0, 0})
+	}
+	cols := make([]arrow.Array, 0, rec.NumCols())
+	release := func() {
+		for _, c := range cols {
+			c.Release()
+		}
+	}
+	parts := make([]arrow.Array, len(s.runs))
+	for j := 0; j < int(rec.NumCols()); j++ {
+		for k, r := range s.runs {
+			parts[k] = array.NewSlice(rec.Column(j), r[0], r[1])
+		}
+		col, err := array.Concatenate(parts, s.mem)
+		for _, p := range parts {
+			p.Release()
+		}
+		if err != nil {
+			release()
+			return fmt.Errorf("cannot drop suppressed rows: %w", err)
+		}
+		cols = append(cols, col)
+	}
+	b.Rec = array.NewRecordBatch(rec.Schema(), cols, n-int64(len(s.dropped)))
+	release()
+	rec.Release()
+	return nil
 }
 
 func (s *Stage) add(t *typeInfo, raw string, alt uint8) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -142,17 +143,11 @@ type subjects struct{ g *identity.Graph }
 func (s subjects) Resolve(_ context.Context, ids []privacy.Identity) ([]uint32, error) {
 	var out []uint32
 	for _, id := range ids {
-		if id.Format == "sha256" {
-			// The graph keys identifiers by HMAC, not by SHA-256: a hashed
-			// identity cannot be looked up. Failing (the request is retried
-			// and stays visible) is better than finding nothing.
-			return nil, fmt.Errorf("identity_format sha256 (%s) is not supported yet: submit raw identities", id.Type)
+		ref, err := identityRef(id)
+		if err != nil {
+			return nil, err
 		}
-		typ, ok := opendsrTypes[id.Type]
-		if !ok {
-			return nil, fmt.Errorf("identity_type %q has no identifier type", id.Type)
-		}
-		v, err := s.g.Lookup(typ, id.Value)
+		v, err := s.g.LookupRef(ref)
 		switch {
 		case errors.Is(err, identity.ErrNotFound):
 			continue
@@ -163,6 +158,44 @@ func (s subjects) Resolve(_ context.Context, ids []privacy.Identity) ([]uint32, 
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// identityRef names a privacy-request identity in the graph. A sha256
+// identity is the SHA-256 of the value as the graph normalises it: for the
+// default types that is what OpenDSR controllers hash (trimmed, email
+// lowercased), except advertising ids, which the graph lowercases: their
+// hash must be taken over the lowercase id (see identity/doc.go).
+func identityRef(id privacy.Identity) (identity.Ref, error) {
+	typ, ok := opendsrTypes[id.Type]
+	if !ok {
+		return identity.Ref{}, fmt.Errorf("identity_type %q has no identifier type", id.Type)
+	}
+	switch id.Format {
+	case privacy.FormatRaw:
+		return identity.Ref{Type: typ, Value: id.Value}, nil
+	case privacy.FormatSHA256:
+		r := identity.Ref{Type: typ, Hashed: true}
+		if len(id.Value) != hex.EncodedLen(len(r.SHA256)) {
+			return identity.Ref{}, fmt.Errorf("identity_value of %s: not 64 hex digits", id.Type)
+		}
+		if _, err := hex.Decode(r.SHA256[:], []byte(id.Value)); err != nil {
+			return identity.Ref{}, fmt.Errorf("identity_value of %s: not 64 hex digits", id.Type)
+		}
+		return r, nil
+	}
+	return identity.Ref{}, fmt.Errorf("identity_format %q is not supported", id.Format)
+}
+
+func identityRefs(ids []privacy.Identity) ([]identity.Ref, error) {
+	refs := make([]identity.Ref, 0, len(ids))
+	for _, id := range ids {
+		r, err := identityRef(id)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, r)
+	}
+	return refs, nil
 }
 
 // identityExporter exports every identifier and the merge history.
@@ -223,17 +256,50 @@ func (e audienceExporter) Export(_ context.Context, s privacy.Subject) (any, err
 	return out, nil
 }
 
-// suppressor suppresses through the consent stage's suppression set: every
-// sink policy drops the profile's events (reason "suppressed"), for the
-// profile's current and future events, since its identifiers keep
-// resolving to it.
-type suppressor struct{ c *segments.Consent }
+// suppressor suppresses a person by the keyed hashes of every identifier
+// their profiles hold and of the request's identities, which need not be
+// known yet (identity.Graph.Suppress): the identity stage drops
+// every later event carrying any of them before resolution (reason
+// "suppressed"), for every sink, and the hashes outlive an erasure, so
+// erase-and-suppress works. Unsuppress lifts the suppression groups the
+// request's identities (raw or sha256) belong to, which also works after
+// the profiles were erased.
+//
+// With a purpose catalogue, the consent stage's suppression of the
+// profile ids is kept as well: events resolved before the request ran and
+// still in flight to the sinks are dropped by the sink policies (sinks
+// with a consent block). consentEraser lifts it when the profile is erased:
+// the id resolves nothing any more and is never reused.
+type suppressor struct {
+	g *identity.Graph
+	c *segments.Consent // nil without a purpose catalogue
+}
 
-func (p suppressor) Suppress(_ context.Context, s privacy.Subject) error {
+func (p suppressor) Suppress(ctx context.Context, s privacy.Subject) error {
+	refs, err := identityRefs(s.Identities)
+	if err != nil {
+		return err
+	}
+	if _, err := p.g.Suppress(ctx, s.Profiles, refs...); err != nil {
+		return err
+	}
+	if p.c == nil {
+		return nil
+	}
 	return p.c.Suppress(s.Profiles...)
 }
 
-func (p suppressor) Unsuppress(_ context.Context, s privacy.Subject) error {
+func (p suppressor) Unsuppress(ctx context.Context, s privacy.Subject) error {
+	refs, err := identityRefs(s.Identities)
+	if err != nil {
+		return err
+	}
+	if err := p.g.UnsuppressIdentities(ctx, refs); err != nil {
+		return err
+	}
+	if p.c == nil {
+		return nil
+	}
 	return p.c.Unsuppress(s.Profiles...)
 }
 
@@ -289,8 +355,15 @@ func (e identityEraser) Erase(ctx context.Context, s privacy.Subject) error {
 type consentEraser struct{ c *segments.Consent }
 
 func (consentEraser) Name() string { return "consent" }
+
+// Erase erases the consent state and lifts the profile-id suppression:
+// an erased id is never reused, and a person's suppression lives on as
+// identifier hashes in the identity graph (suppressor).
 func (e consentEraser) Erase(_ context.Context, s privacy.Subject) error {
-	return e.c.Erase(s.Profiles...)
+	if err := e.c.Erase(s.Profiles...); err != nil {
+		return err
+	}
+	return e.c.Unsuppress(s.Profiles...)
 }
 
 type audienceEraser struct{ s *audience.Store }

@@ -232,19 +232,19 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	// Privacy requests. Access and portability export what identity,
 	// consent and audiences hold. Erasure runs the identity, consent and
 	// audience erasers, after a deletion notice to the sinks that ask.
-	// Suppression uses the consent stage's suppression set, keyed by
-	// profile id: an erasure removes the profile, so erase-and-suppress is
-	// refused until suppression is keyed by identifier hashes at ingest.
-	// Rectification has no worker yet and is refused too.
+	// Suppression keeps keyed hashes of the person's identifiers in the
+	// identity graph, which drops their later events at ingest; the hashes
+	// outlive an erasure, so erase-and-suppress is supported.
+	// Rectification has no worker yet and is refused.
 	work := privacy.Work{Subjects: subjects{a.graph},
-		Exporters: []privacy.Exporter{identityExporter{a.graph}, audienceExporter{a.aud.Store}},
-		Erasers:   []privacy.Eraser{identityEraser{a.graph}, audienceEraser{a.aud.Store}},
-		Notifiers: []privacy.DeletionNotifier{deletionNotifier{g: a.graph, sinks: a.sinks, now: time.Now}},
-		Disabled:  []string{privacy.TypeErasureSuppress}}
+		Exporters:  []privacy.Exporter{identityExporter{a.graph}, audienceExporter{a.aud.Store}},
+		Erasers:    []privacy.Eraser{identityEraser{a.graph}, audienceEraser{a.aud.Store}},
+		Notifiers:  []privacy.DeletionNotifier{deletionNotifier{g: a.graph, sinks: a.sinks, now: time.Now}},
+		Suppressor: suppressor{g: a.graph}}
 	if a.consent != nil {
 		work.Exporters = append(work.Exporters, consentExporter{a.consent})
 		work.Erasers = []privacy.Eraser{identityEraser{a.graph}, consentEraser{a.consent}, audienceEraser{a.aud.Store}}
-		work.Suppressor = suppressor{a.consent}
+		work.Suppressor = suppressor{g: a.graph, c: a.consent}
 	}
 	if a.dsr, err = privacy.New(cfg.Privacy, a.db, a.audit, work, privacy.WithLogger(log), privacy.WithRegisterer(a.reg)); err != nil {
 		return a, err

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -267,4 +268,215 @@ func waitUntilMsg(t *testing.T, cond func() bool, msg func() string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestErasureSuppressEndToEnd: a person is erased and suppressed by one
+// email through the OpenDSR API. A later event carrying only one of her
+// old device ids is dropped at ingest (reason suppressed, counted for
+// every sink) and reaches no sink. There is no purpose catalogue, hence
+// no consent stage and no sink filter: the identity stage alone drops it.
+// The data directory keeps no value of hers, only keyed hashes. After
+// unsuppress by the same email, the same event is processed as a new
+// profile.
+func TestErasureSuppressEndToEnd(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	dataDir, outDir := t.TempDir(), t.TempDir()
+	out, raw := filepath.Join(outDir, "out.ndjson"), filepath.Join(outDir, "raw.ndjson")
+	const token = "dpo-token"
+	cfg, err := parseConfig(fmt.Appendf(nil, `
+data_dir: %s
+log: {level: error}
+source: {kafka: {brokers: [%s], group: suppress, topics: [in]}}
+batch: {max_rows: 16, max_age: 10ms}
+identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
+sinks:
+  - {name: out, consent: {}, file: {path: %s}}
+  - {name: raw, consent: {}, file: {path: %s}}
+  - {name: notices, events: false, records: [deletion], file: {path: %s}}
+dead_letter: {file: {path: %s}}
+privacy: {poll_interval: 10ms}
+http:
+  addr: "127.0.0.1:0"
+  auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
+`, dataDir, brokers[0], out, raw, filepath.Join(outDir, "notices.ndjson"), filepath.Join(outDir, "dead.ndjson"), engine.HashToken(token)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, done, stop := startApp(t, cfg)
+	base := "http://" + a.srv.Addr()
+	call := func(method, path, body string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	sent := 0
+	produce := func(events ...string) {
+		t.Helper()
+		for _, e := range events {
+			if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte(e)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+		waitConsumed(t, a, done, uint64(sent))
+	}
+	lookup := func(typ, value string) (int, uint32) {
+		code, b := call("GET", "/v1/profiles/lookup?type="+typ+"&value="+url.QueryEscape(value), "")
+		var v struct {
+			ProfileID uint32 `json:"profile_id"`
+		}
+		_ = json.Unmarshal(b, &v)
+		return code, v.ProfileID
+	}
+	request := func(id, typ string) {
+		t.Helper()
+		code, b := call("POST", "/opendsr/requests", `{"regulation":"gdpr","subject_request_id":"`+id+`","subject_request_type":"`+typ+`",
+			"submitted_time":"2026-11-23T10:00:00Z","api_version":"2.0",
+			"subject_identities":[{"identity_type":"email","identity_value":"jane@example.com","identity_format":"raw"}]}`)
+		if code != http.StatusCreated {
+			t.Fatalf("%s request: %d %s", typ, code, b)
+		}
+		var last []byte
+		waitUntilMsg(t, func() bool {
+			_, last = call("GET", "/opendsr/requests/"+id, "")
+			var st struct {
+				Status string `json:"request_status"`
+			}
+			_ = json.Unmarshal(last, &st)
+			return st.Status == "completed"
+		}, func() string { return string(last) })
+	}
+	sinkIDs := func(path string) []string {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, line := range splitLines(data) {
+			ids = append(ids, messageID(t, line))
+		}
+		return ids
+	}
+
+	values := []string{"jane-user-41", "jane@example.com", "anon-phone-9c1", "anon-laptop-77e", "device-phone-5b2", "device-laptop-e19"}
+	produce(
+		`{"type":"identify","anonymousId":"anon-phone-9c1","userId":"jane-user-41","messageId":"1","traits":{"email":"jane@example.com"},"context":{"device":{"id":"device-phone-5b2"}}}`,
+		`{"type":"track","event":"Viewed","anonymousId":"anon-laptop-77e","messageId":"2","context":{"device":{"id":"device-laptop-e19"}}}`,
+		`{"type":"identify","anonymousId":"anon-laptop-77e","userId":"jane-user-41","messageId":"3"}`,
+		`{"type":"identify","userId":"bob-user-2","messageId":"4"}`,
+	)
+	_, jane := lookup("device_id", "device-laptop-e19")
+	if _, p := lookup("email", "jane@example.com"); jane == 0 || p != jane {
+		t.Fatalf("Jane's devices are not one profile: %d vs %d", jane, p)
+	}
+
+	request("c9a646d3-9c61-4cb7-bfcd-ee2522c8f633", "erasure_suppress")
+	if code, _ := lookup("device_id", "device-laptop-e19"); code != http.StatusNotFound {
+		t.Fatalf("lookup after erasure: %d, want 404", code)
+	}
+
+	// Her laptop comes back with an event naming only its device id.
+	comeback := `{"type":"track","event":"Viewed","anonymousId":"anon-new-3f0","messageId":"5","context":{"device":{"id":"device-laptop-e19"}}}`
+	before := a.runner.Stats()
+	produce(comeback, `{"type":"track","event":"Viewed","userId":"bob-user-2","messageId":"6"}`)
+	after := a.runner.Stats()
+	for i, name := range []string{"out", "raw"} {
+		if d := after.Dropped[i] - before.Dropped[i]; d != 1 {
+			t.Errorf("sink %s: %d more dropped, want 1 (suppressed)", name, d)
+		}
+	}
+	if after.Dropped[2] != 0 {
+		t.Errorf("the notices sink, which takes no events, counted %d drops", after.Dropped[2])
+	}
+	for _, p := range []string{out, raw} {
+		if got := strings.Join(sinkIDs(p), ","); got != "1,2,3,4,6" {
+			t.Errorf("%s holds %s, want 1,2,3,4,6 (event 5 suppressed)", filepath.Base(p), got)
+		}
+	}
+	for _, id := range [][2]string{{"device_id", "device-laptop-e19"}, {"anonymous_id", "anon-new-3f0"}} {
+		if code, _ := lookup(id[0], id[1]); code != http.StatusNotFound {
+			t.Errorf("the suppressed event made a profile: lookup %s %d", id[0], code)
+		}
+	}
+	// Suppression keeps keyed hashes only: none of her identifiers is in
+	// the data directory. (The email is left out: it is also the request's
+	// identity, whose in_progress record version an SST flushed by the
+	// erasure may still hold until Pebble compacts it — privacy's record,
+	// not identity's.)
+	for _, v := range values {
+		if f := findInDir(t, dataDir, v); f != "" && v != "jane@example.com" {
+			t.Errorf("%q in %s after erase-and-suppress", v, f)
+		}
+	}
+	for _, m := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"cdp_identity_events_total", map[string]string{"result": "suppressed"}},
+		{"cdp_engine_dropped_total", map[string]string{"sink": "out", "reason": "suppressed"}},
+		{"cdp_engine_dropped_total", map[string]string{"sink": "raw", "reason": "suppressed"}},
+	} {
+		if v := counterValue(t, a.reg, m.name, m.labels); v != 1 {
+			t.Errorf("%s%v = %v, want 1", m.name, m.labels, v)
+		}
+	}
+
+	// Unsuppressed by the same email, the same event makes a new profile.
+	request("0b3f8a5e-2f6c-4d0e-8f3b-6a1c2d3e4f50", "unsuppress")
+	produce(comeback)
+	if _, p := lookup("device_id", "device-laptop-e19"); p == 0 || p == jane {
+		t.Errorf("event after unsuppress resolved to %d (old %d), want a new profile", p, jane)
+	}
+	if got := strings.Join(sinkIDs(raw), ","); got != "1,2,3,4,6,5" {
+		t.Errorf("raw holds %s, want 1,2,3,4,6,5", got)
+	}
+	stop()
+}
+
+// counterValue returns the value of the counter name with exactly labels
+// in reg, 0 if there is none.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }

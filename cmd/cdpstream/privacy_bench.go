@@ -51,6 +51,7 @@ func runPrivacyBench(ctx context.Context, pc privacyBenchConfig) ([]bench.Result
 	cfg := &Config{DataDir: filepath.Join(dir, "data")}
 	cfg.Source.File = &ingest.FileConfig{Path: input}
 	cfg.Identity.Secret = "cdpstream-bench-secret"
+	cfg.Encryption.MasterKey = demoMasterKey // public: the bench's data is synthetic
 	cfg.Identity.CacheBytes = int64(pc.Profiles)*400 + 64<<20
 	cfg.Consent = segments.Config{Purposes: []segments.Purpose{
 		{Name: "analytics", Bit: 0, Default: "denied", Segment: []string{"analytics"}},

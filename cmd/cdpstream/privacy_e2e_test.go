@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,9 +18,9 @@ import (
 
 // TestPrivacyRequests drives OpenDSR requests against the live pipeline:
 // an access request exports what the graph, consent and audiences hold;
-// a suppress request makes every sink drop the person's later events; an
-// erase-and-suppress is refused rather than faked (see TestErasureEndToEnd
-// for erasure).
+// a suppress request makes every sink drop the person's later events (see
+// TestErasureEndToEnd for erasure, TestErasureSuppressEndToEnd for
+// erase-and-suppress).
 func TestPrivacyRequests(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.ndjson")
@@ -115,10 +117,24 @@ http:
 		t.Fatalf("export: %d %s", resp.StatusCode, export)
 	}
 
-	// Erase-and-suppress cannot be done right yet (suppression is keyed
-	// by profile id, which the erasure removes): refused, not faked.
-	if code, v := call("POST", "/opendsr/requests", request("7d444840-9dc0-11d1-b245-5ffdce74fad2", "erasure_suppress")); code != http.StatusBadRequest {
-		t.Fatalf("erasure_suppress request: %d %v, want 400", code, v)
+	// The same person by the SHA-256 of her email (identity_format
+	// sha256: the trimmed, lowercased email) reaches the same profile.
+	sum := sha256.Sum256([]byte("jane@example.com"))
+	hashed := `{"regulation":"gdpr","subject_request_id":"3f2504e0-4f89-41d3-9a0c-0305e82c3301","subject_request_type":"access","submitted_time":"2026-11-23T10:00:00Z",
+		"subject_identities":[{"identity_type":"email","identity_value":"` + hex.EncodeToString(sum[:]) + `","identity_format":"sha256"}],"api_version":"2.0"}`
+	if code, v := call("POST", "/opendsr/requests", hashed); code != http.StatusCreated {
+		t.Fatalf("access request by sha256: %d %v", code, v)
+	}
+	st = completed("3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+	req, _ = http.NewRequest("GET", st["results_url"].(string), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	export, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(export), "cust-123") {
+		t.Fatalf("export by sha256 identity: %d %s", resp.StatusCode, export)
 	}
 
 	// Suppress, through the terminal command: the person's later events
