@@ -71,9 +71,10 @@ type lookupResponse struct {
 	Created     time.Time        `json:"created"`
 	Identifiers []IdentifierView `json:"identifiers"`
 	Merged      []uint32         `json:"merged"`
-	History     []historyEntry   `json:"history"`
+	History     []LogEntry       `json:"history"`
 }
 
+// historyEntry is a LogEntry as JSON (LogEntry.MarshalJSON).
 type historyEntry struct {
 	Seq       uint64    `json:"seq"`
 	Kind      string    `json:"kind"`
@@ -112,16 +113,15 @@ func (g *Graph) serveLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := lookupResponse{ProfileID: v.ProfileID, RequestedID: v.RequestedID, Created: v.Created,
-		Identifiers: v.Identifiers, Merged: v.Merged, History: make([]historyEntry, 0, len(v.History))}
+		Identifiers: v.Identifiers, Merged: v.Merged, History: v.History}
 	if resp.Merged == nil {
 		resp.Merged = []uint32{}
 	}
 	for i := range resp.Identifiers {
 		resp.Identifiers[i].Value = Mask(resp.Identifiers[i].Type, resp.Identifiers[i].Value)
 	}
-	for _, e := range v.History {
-		resp.History = append(resp.History, historyEntry{Seq: e.Seq, Kind: e.Kind.String(), Time: timeOf(e.Time),
-			Survivor: e.Survivor, Merged: e.Merged, MessageID: e.MessageID, Rule: e.Rule, Erased: e.Erased})
+	if resp.History == nil {
+		resp.History = []LogEntry{}
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -242,4 +242,11 @@ func Mask(typ, value string) string {
 func firstRune(s string) string {
 	_, n := utf8.DecodeRuneInString(s)
 	return s[:n]
+}
+
+// MarshalJSON writes e as the API and exports show it: kind by name, time
+// in RFC 3339, snake_case keys.
+func (e LogEntry) MarshalJSON() ([]byte, error) {
+	return json.Marshal(historyEntry{Seq: e.Seq, Kind: e.Kind.String(), Time: timeOf(e.Time),
+		Survivor: e.Survivor, Merged: e.Merged, MessageID: e.MessageID, Rule: e.Rule, Erased: e.Erased})
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -371,4 +374,123 @@ type audienceEraser struct{ s *audience.Store }
 func (audienceEraser) Name() string { return "audiences" }
 func (e audienceEraser) Erase(_ context.Context, s privacy.Subject) error {
 	return e.s.Erase(s.Profiles...)
+}
+
+// traitsExporter exports the traits identify events set, per profile.
+type traitsExporter struct{ s *audience.Store }
+
+func (traitsExporter) Name() string { return "traits" }
+func (e traitsExporter) Export(_ context.Context, s privacy.Subject) (any, error) {
+	type traits struct {
+		ProfileID uint32          `json:"profile_id"`
+		Traits    json.RawMessage `json:"traits"`
+	}
+	out := make([]traits, 0, len(s.Profiles))
+	for _, pid := range s.Profiles {
+		t, ok, err := e.s.Traits(pid)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, traits{pid, t})
+		}
+	}
+	return out, nil
+}
+
+// rectifier corrects a person's identifiers in the identity graph and
+// traits in the audience store (which re-evaluates the audiences that
+// read them). An identifier fix names a graph type (email, user_id, ...)
+// or an OpenDSR identity type; it applies to the subject's profile that
+// holds the old value. Retried requests find the new value in place and
+// skip it.
+type rectifier struct {
+	g   *identity.Graph
+	aud *audience.Store
+}
+
+func (r rectifier) Rectify(ctx context.Context, s privacy.Subject, fix privacy.Rectification) error {
+	if len(s.Profiles) == 0 {
+		return errors.New("the identities reach no profile")
+	}
+	for i, f := range fix.Identifiers {
+		typ := f.Type
+		if t, ok := opendsrTypes[typ]; ok {
+			typ = t
+		}
+		done := false
+		for _, pid := range s.Profiles {
+			err := r.g.ReplaceIdentifier(ctx, pid, typ, f.Old, f.New)
+			if err == nil {
+				done = true
+				break
+			}
+			if !errors.Is(err, identity.ErrNotFound) {
+				return fmt.Errorf("identifiers[%d]: %w", i, err)
+			}
+		}
+		if !done {
+			return fmt.Errorf("identifiers[%d]: no profile of the subject holds the %s to correct", i, typ)
+		}
+	}
+	for _, pid := range s.Profiles {
+		patch, err := r.traitPatch(pid, fix)
+		if err != nil {
+			return err
+		}
+		if len(patch) == 0 {
+			continue
+		}
+		if err := r.aud.SetTraits(pid, patch); err != nil && !errors.Is(err, audience.ErrNotFound) {
+			return fmt.Errorf("traits: %w", err)
+		}
+	}
+	return nil
+}
+
+// traitPatch is fix.Traits plus, for each corrected identifier, every
+// top-level string trait of pid holding the old value (an identify call's
+// traits.email carries the email identifier too): it gets the new value,
+// unless fix.Traits sets that trait itself.
+func (r rectifier) traitPatch(pid uint32, fix privacy.Rectification) (map[string]any, error) {
+	patch := maps.Clone(fix.Traits)
+	if len(fix.Identifiers) == 0 {
+		return patch, nil
+	}
+	raw, ok, err := r.aud.Traits(pid)
+	if err != nil || !ok {
+		return patch, err
+	}
+	var cur map[string]any
+	if err := json.Unmarshal(raw, &cur); err != nil {
+		return nil, fmt.Errorf("traits of profile %d: %w", pid, err)
+	}
+	for k, v := range cur {
+		sv, isStr := v.(string)
+		if _, set := fix.Traits[k]; set || !isStr {
+			continue
+		}
+		for _, f := range fix.Identifiers {
+			if strings.EqualFold(strings.TrimSpace(sv), strings.TrimSpace(f.Old)) {
+				if patch == nil {
+					patch = map[string]any{}
+				}
+				patch[k] = f.New
+			}
+		}
+	}
+	return patch, nil
+}
+
+// inactive lists profiles for retention from the identity graph's
+// last-seen times.
+type inactive struct{ g *identity.Graph }
+
+func (i inactive) Inactive(ctx context.Context, before time.Time, fn func(uint32) error) error {
+	return i.g.Inactive(before, func(pid uint32, _ time.Time) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(pid)
+	})
 }

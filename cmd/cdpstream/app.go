@@ -235,9 +235,13 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	// Suppression keeps keyed hashes of the person's identifiers in the
 	// identity graph, which drops their later events at ingest; the hashes
 	// outlive an erasure, so erase-and-suppress is supported.
-	// Rectification has no worker yet and is refused.
+	// Rectification replaces identifiers in the graph and sets traits in
+	// the audience store; retention lists inactive profiles from the
+	// graph's last-seen times.
 	work := privacy.Work{Subjects: subjects{a.graph},
-		Exporters:  []privacy.Exporter{identityExporter{a.graph}, audienceExporter{a.aud.Store}},
+		Exporters:  []privacy.Exporter{identityExporter{a.graph}, traitsExporter{a.aud.Store}, audienceExporter{a.aud.Store}},
+		Rectifier:  rectifier{g: a.graph, aud: a.aud.Store},
+		Inactive:   inactive{a.graph},
 		Erasers:    []privacy.Eraser{identityEraser{a.graph}, audienceEraser{a.aud.Store}},
 		Notifiers:  []privacy.DeletionNotifier{deletionNotifier{g: a.graph, sinks: a.sinks, now: time.Now}},
 		Suppressor: suppressor{g: a.graph}}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,7 +24,7 @@ func TestPrivacyRequests(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.ndjson")
 	const token = "dpo-token"
-	cfg, err := parseConfig(fmt.Appendf(nil, `
+	p := startPipeApp(t, fmt.Appendf(nil, `
 data_dir: %s
 log: {level: error}
 source: {file: {path: "-"}}
@@ -39,61 +38,11 @@ privacy: {poll_interval: 10ms}
 http:
   addr: "127.0.0.1:0"
   auth: {tokens: [{id: dpo, hash: %s, scopes: [privacy:write]}]}
-`, dir, out, filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	a, err := build(cfg, newLogger(cfg, os.Stderr), pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.run(t.Context()) }()
-	send := func(lines ...string) {
-		t.Helper()
-		before := a.runner.Stats().Received
-		if _, err := io.WriteString(pw, strings.Join(lines, "\n")+"\n"); err != nil {
-			t.Fatal(err)
-		}
-		waitUntil(t, func() bool {
-			st := a.runner.Stats()
-			return st.Received >= before+uint64(len(lines)) && st.Committed == st.Batches
-		})
-	}
+`, dir, out, filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)), token)
+	a, base, send, call, completed := p.a, p.base, p.send, p.call, p.completed
 	send(`{"type":"identify","userId":"cust-123","anonymousId":"a-1","messageId":"1","traits":{"email":"jane@example.com"}}`,
 		`{"type":"track","event":"Viewed","userId":"someone-else","messageId":"2"}`)
-
-	base := "http://" + a.srv.Addr()
-	call := func(method, path, body string) (int, map[string]any) {
-		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var v map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&v)
-		return resp.StatusCode, v
-	}
-	request := func(id, typ string) string {
-		return fmt.Sprintf(`{"regulation":"gdpr","subject_request_id":%q,"subject_request_type":%q,"submitted_time":"2026-11-23T10:00:00Z",
-			"subject_identities":[{"identity_type":"controller_customer_id","identity_value":"cust-123","identity_format":"raw"}],"api_version":"2.0"}`, id, typ)
-	}
-	completed := func(id string) map[string]any {
-		var v map[string]any
-		waitUntil(t, func() bool {
-			_, v = call("GET", "/opendsr/requests/"+id, "")
-			return v["request_status"] == "completed"
-		})
-		return v
-	}
+	request := func(id, typ string) string { return dsrBody(id, typ, "controller_customer_id", "cust-123", "") }
 
 	// Access: the export holds the person's identifiers, in plain text
 	// (it is their own data), and nothing of the other person.
@@ -175,12 +124,5 @@ http:
 	}
 	if st := a.runner.Stats(); st.Dropped[0] != 1 {
 		t.Fatalf("dropped = %d, want 1 (suppressed)", st.Dropped[0])
-	}
-	pw.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := a.close(); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+)
+
+// pipeApp is an instance reading NDJSON from a pipe, with its HTTP API on
+// a loopback port: tests write events with send and call the API with
+// call, as the given bearer token.
+type pipeApp struct {
+	t     *testing.T
+	a     *app
+	pw    *io.PipeWriter
+	base  string
+	token string
+}
+
+// startPipeApp builds the instance of cfgYAML (whose source must be
+// file "-") and runs it until the test ends.
+func startPipeApp(t *testing.T, cfgYAML []byte, token string) *pipeApp {
+	t.Helper()
+	cfg, err := parseConfig(cfgYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	a, err := build(cfg, newLogger(cfg, os.Stderr), pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.run(t.Context()) }()
+	t.Cleanup(func() {
+		pw.Close()
+		<-done
+		a.close()
+	})
+	return &pipeApp{t: t, a: a, pw: pw, base: "http://" + a.srv.Addr(), token: token}
+}
+
+// send writes events and waits until they are processed and committed.
+func (p *pipeApp) send(lines ...string) {
+	p.t.Helper()
+	before := p.a.runner.Stats().Received
+	if _, err := io.WriteString(p.pw, strings.Join(lines, "\n")+"\n"); err != nil {
+		p.t.Fatal(err)
+	}
+	waitUntil(p.t, func() bool {
+		st := p.a.runner.Stats()
+		return st.Received >= before+uint64(len(lines)) && st.Committed == st.Batches
+	})
+}
+
+// call sends an API request and decodes a JSON object answer.
+func (p *pipeApp) call(method, path, body string) (int, map[string]any) {
+	p.t.Helper()
+	code, b := p.callRaw(method, path, body)
+	var v map[string]any
+	_ = json.Unmarshal(b, &v)
+	return code, v
+}
+
+// callRaw sends an API request (or GETs an absolute url) and returns the
+// answer's bytes.
+func (p *pipeApp) callRaw(method, path, body string) (int, []byte) {
+	p.t.Helper()
+	url := path
+	if strings.HasPrefix(path, "/") {
+		url = p.base + path
+	}
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// completed waits until request id is completed and returns its status.
+func (p *pipeApp) completed(id string) map[string]any {
+	p.t.Helper()
+	var v map[string]any
+	waitUntil(p.t, func() bool {
+		_, v = p.call("GET", "/opendsr/requests/"+id, "")
+		return v["request_status"] == "completed"
+	})
+	return v
+}
+
+// dsrBody is an OpenDSR request about one raw identity.
+func dsrBody(id, typ, identityType, value, extensions string) string {
+	ext := ""
+	if extensions != "" {
+		ext = `,"extensions":` + extensions
+	}
+	return fmt.Sprintf(`{"regulation":"gdpr","subject_request_id":%q,"subject_request_type":%q,"submitted_time":"2026-11-23T10:00:00Z",
+		"subject_identities":[{"identity_type":%q,"identity_value":%q,"identity_format":"raw"}],"api_version":"2.0"%s}`, id, typ, identityType, value, ext)
+}

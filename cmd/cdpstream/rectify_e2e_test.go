@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cdpstream/cdpstream/engine"
+)
+
+// TestRectificationAndRetention: a rectification request replaces a
+// person's email and corrects a trait in the live instance (lookups, the
+// profile view, audiences and the access export follow); retention then
+// erases a person nobody has seen for longer than inactive_after, through
+// the erasure path, listed with origin "retention" and audited.
+func TestRectificationAndRetention(t *testing.T) {
+	dir := t.TempDir()
+	const token = "dpo-token"
+	p := startPipeApp(t, fmt.Appendf(nil, `
+data_dir: %s
+log: {level: error}
+source: {file: {path: "-"}}
+batch: {max_age: 10ms}
+identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
+sinks: [{name: out, consent: {}, file: {path: %s}}]
+dead_letter: {file: {path: %s}}
+audiences: {definitions: [{id: pro, condition: {trait: {path: plan, op: eq, value: pro}}}]}
+privacy: {poll_interval: 10ms, retention: {inactive_after: 720h, interval: 20ms}}
+http:
+  addr: "127.0.0.1:0"
+  auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
+`, dir, filepath.Join(dir, "out.ndjson"), filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)), token)
+
+	now := time.Now().UTC().Format(time.RFC3339)
+	p.send(fmt.Sprintf(`{"type":"identify","userId":"cust-1","messageId":"1","timestamp":%q,"traits":{"email":"jane@exmaple.com","plan":"free","name":"Jane"}}`, now))
+
+	// Rectify: the misspelt email becomes the right one; plan becomes pro.
+	fix := `{"cdpstream":{"rectification":{"identifiers":[{"type":"email","old":"jane@exmaple.com","new":"Jane@Example.com"}],"traits":{"plan":"pro","name":null}}}}`
+	if code, v := p.call("POST", "/opendsr/requests", dsrBody("9b2a7c1e-3d4f-4a5b-8c6d-7e8f9a0b1c2d", "rectification", "controller_customer_id", "cust-1", fix)); code != http.StatusCreated {
+		t.Fatalf("rectification request: %d %v", code, v)
+	}
+	p.completed("9b2a7c1e-3d4f-4a5b-8c6d-7e8f9a0b1c2d")
+	if code, _ := p.call("GET", "/v1/profiles/lookup?type=email&value=jane@exmaple.com", ""); code != http.StatusNotFound {
+		t.Errorf("lookup of the old email after rectification: %d, want 404", code)
+	}
+	code, v := p.call("GET", "/v1/profiles/lookup?type=email&value=jane@example.com", "")
+	if code != http.StatusOK {
+		t.Fatalf("lookup of the new email: %d %v", code, v)
+	}
+	pid := v["profile_id"]
+	if code, v := p.call("GET", "/v1/audiences/pro/contains?type=user_id&value=cust-1", ""); code != http.StatusOK || v["member"] != true {
+		t.Errorf("after rectifying plan to pro: contains %d %v, want a member", code, v)
+	}
+	// The access export holds the corrected values only.
+	if code, v := p.call("POST", "/opendsr/requests", dsrBody("1c9e6679-7425-40de-944b-e07fc1f90ae7", "access", "email", "jane@example.com", "")); code != http.StatusCreated {
+		t.Fatalf("access request: %d %v", code, v)
+	}
+	st := p.completed("1c9e6679-7425-40de-944b-e07fc1f90ae7")
+	code, export := p.callRaw("GET", st["results_url"].(string), "")
+	if code != http.StatusOK || !strings.Contains(string(export), "jane@example.com") || !strings.Contains(string(export), `"plan": "pro"`) ||
+		strings.Contains(string(export), "exmaple") || strings.Contains(string(export), "Jane\"") {
+		t.Fatalf("export after rectification: %d %s", code, export)
+	}
+
+	// Retention: Max was last seen 40 days ago; Jane just now.
+	old := time.Now().Add(-40 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	p.send(fmt.Sprintf(`{"type":"identify","userId":"cust-2","messageId":"2","timestamp":%q,"traits":{"email":"max@example.com"}}`, old))
+	waitUntil(t, func() bool {
+		code, _ := p.call("GET", "/v1/profiles/lookup?type=user_id&value=cust-2", "")
+		return code == http.StatusNotFound
+	})
+	if code, v := p.call("GET", "/v1/profiles/lookup?type=user_id&value=cust-1", ""); code != http.StatusOK || v["profile_id"] != pid {
+		t.Fatalf("Jane after the retention sweep: %d %v, want her profile %v", code, v, pid)
+	}
+	code, list := p.callRaw("GET", "/opendsr/requests?type=erasure", "")
+	if code != http.StatusOK || !strings.Contains(string(list), `"origin": "retention"`) {
+		t.Fatalf("listing after retention: %d %s", code, list)
+	}
+	waitUntil(t, func() bool {
+		_, list := p.callRaw("GET", "/opendsr/requests?type=erasure&status=completed", "")
+		return strings.Contains(string(list), `"origin": "retention"`)
+	})
+}
