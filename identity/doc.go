@@ -266,11 +266,17 @@
 // hashing them, before anything is looked up: a row with a suppressed
 // identifier creates no profile, links nothing and touches no last seen.
 // Its row is removed from the batch's record (a new record of the kept
-// rows, copied run by run; the old one is released), so no later stage
-// and no sink sees it; Batch.Drops carries the count with reason
+// rows, copied run by run with array.Concatenate into buffers recycled by
+// the Stage's pool allocator; the old record is released), so no later
+// stage and no sink sees it; Batch.Drops carries the count with reason
 // "suppressed" (the runner adds it to cdp_engine_dropped_total for every
 // sink), and the batch's offsets still cover it. With no suppressed hash
-// the check is one length test per batch. Replayed rows are dropped too.
+// the check is one length test per batch; with some, one map look-up per
+// identifier (BenchmarkSuppressLookup: about 50 ns per event of two
+// identifiers at 1e5 hashes), and a batch that loses rows pays the
+// rebuild (BenchmarkDropRows: about 75 µs for a 4096-row batch with one
+// run dropped, plus roughly 10 µs per further run). Replayed rows are
+// dropped too.
 // An identifier replaced by ReplaceIdentifier passes its suppression to
 // the new value. Erasure does not touch suppression.
 //

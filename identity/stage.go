@@ -44,6 +44,10 @@ type Stage struct {
 	// suppressed identifier; runs holds the kept row ranges.
 	dropped []int32
 	runs    [][2]int64
+	// dropMem holds the records rebuilt without dropped rows; they are
+	// released by the runner once every sink is done, and their buffers
+	// come back for the next rebuild instead of becoming garbage.
+	dropMem memory.Allocator
 }
 
 type topicPart struct {
@@ -97,6 +101,7 @@ func NewStage(g *Graph) (*Stage, error) {
 		return nil, err
 	}
 	s := &Stage{g: g, tx: g.newTxn(), offsets: make(map[topicPart]int64, len(offs)), mem: memory.DefaultAllocator,
+		dropMem: engine.NewPoolAllocator(),
 		refused: make(map[refusal]bool), drops: make(map[dropKey]uint64)}
 	for _, o := range offs {
 		s.offsets[topicPart{o.Topic, o.Partition}] = o.Next
@@ -382,7 +387,7 @@ func (s *Stage) dropRows(b *engine.Batch) error {
 		for k, r := range s.runs {
 			parts[k] = array.NewSlice(rec.Column(j), r[0], r[1])
 		}
-		col, err := array.Concatenate(parts, s.mem)
+		col, err := array.Concatenate(parts, s.dropMem)
 		for _, p := range parts {
 			p.Release()
 		}
