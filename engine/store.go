@@ -103,6 +103,12 @@ type StoreConfig struct {
 	BlockCacheBytes int64 `yaml:"block_cache_bytes"`
 	// MemTableBytes is the size of one memtable. Default 64 MiB.
 	MemTableBytes int `yaml:"memtable_bytes"`
+	// TargetFileBytes is the size of one SST file, at every level. Default
+	// 4 MiB. Pebble's own default doubles per level (128 MiB at the last);
+	// erasure compacts each erased key through every level, rewriting the
+	// files that hold it, so small files keep an erasure fast in a large
+	// store.
+	TargetFileBytes int64 `yaml:"target_file_bytes"`
 }
 
 // Defaults fills zero fields.
@@ -113,6 +119,9 @@ func (c *StoreConfig) Defaults() {
 	if c.MemTableBytes == 0 {
 		c.MemTableBytes = 64 << 20
 	}
+	if c.TargetFileBytes == 0 {
+		c.TargetFileBytes = 4 << 20
+	}
 }
 
 // Validate reports the first invalid field.
@@ -122,6 +131,9 @@ func (c StoreConfig) Validate() error {
 	}
 	if c.MemTableBytes < 0 {
 		return errors.New("memtable_bytes: must be >= 0")
+	}
+	if c.TargetFileBytes < 0 {
+		return errors.New("target_file_bytes: must be >= 0")
 	}
 	return nil
 }
@@ -149,6 +161,7 @@ func OpenStore(dir string, cfg StoreConfig, log *slog.Logger) (*pebble.DB, error
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		opts.Levels[i].FilterType = pebble.TableFilter
+		opts.Levels[i].TargetFileSize = cfg.TargetFileBytes
 	}
 	opts.EnsureDefaults()
 	db, err := pebble.Open(dir, opts)

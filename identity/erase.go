@@ -40,6 +40,9 @@ func (g *Graph) Erase(ctx context.Context, pids []uint32) error {
 	if err := g.erase(pids); err != nil {
 		return err
 	}
+	if g.comp != nil {
+		g.comp.Staged()
+	}
 	return g.compactPending(ctx)
 }
 
@@ -216,6 +219,14 @@ func (tx *txn) stageErasure(w *pebble.Batch) error {
 		}
 	}
 	if len(tx.compact) == 0 {
+		return nil
+	}
+	if c := tx.g.comp; c != nil {
+		for _, k := range tx.compact {
+			if err := c.Stage(w, k, append(slices.Clip(k), 0)); err != nil {
+				return fmt.Errorf("cannot stage identity write: %w", err)
+			}
+		}
 		return nil
 	}
 	old, err := tx.g.pendingCompaction()

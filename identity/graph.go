@@ -70,6 +70,9 @@ type Graph struct {
 	// kr seals identifier values in profile records (nil: plain v1
 	// records); pt is plaintext scratch, scrubbed after each use.
 	kr *engine.Keyring
+	// comp, if set, takes the erased keys as compaction debt (Erase does
+	// not compact them itself).
+	comp *engine.Compactor
 	pt []byte
 
 	onCommit func([]Op)
@@ -83,6 +86,12 @@ type Option func(*Graph)
 // values in plain (v1), as before encryption existed; a store written
 // with a keyring cannot be opened without one.
 func WithKeyring(k *engine.Keyring) Option { return func(g *Graph) { g.kr = k } }
+
+// WithCompactor hands the keys an erasure deleted to c, staged in the
+// erasure's own synced batch, instead of compacting them before Erase
+// returns: Erase then costs one synced commit, and c compacts in the
+// background (see engine.Compactor).
+func WithCompactor(c *engine.Compactor) Option { return func(g *Graph) { g.comp = c } }
 
 // typeInfo is the runtime form of one identifier type.
 type typeInfo struct {

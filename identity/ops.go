@@ -783,6 +783,9 @@ func (g *Graph) Apply(ops []Op) error {
 	if err != nil || !slices.ContainsFunc(ops, func(op Op) bool { return op.Kind == OpErase }) {
 		return err
 	}
+	if g.comp != nil {
+		g.comp.Staged()
+	}
 	return g.compactPending(context.Background())
 }
 

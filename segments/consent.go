@@ -25,9 +25,10 @@ import (
 // methods are safe for concurrent use: Process holds the write lock for a
 // batch; policies' Select and the HTTP handlers take the read lock.
 type Consent struct {
-	cat *catalogue
-	cfg Config
-	db  *pebble.DB
+	cat  *catalogue
+	cfg  Config
+	db   *pebble.DB
+	comp *engine.Compactor // nil: Erase compacts itself
 
 	mu         sync.RWMutex
 	changes    []engine.Record // consent-change records for the next batch
@@ -60,6 +61,10 @@ type Consent struct {
 
 // Option tunes New.
 type Option func(*Consent)
+
+// WithCompactor hands the key ranges Erase deleted to comp
+// (engine.Compactor) instead of compacting them before Erase returns.
+func WithCompactor(comp *engine.Compactor) Option { return func(c *Consent) { c.comp = comp } }
 
 // WithClock sets the clock used for expiry (default time.Now); tests use
 // it to step time.

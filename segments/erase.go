@@ -62,6 +62,9 @@ func (c *Consent) Erase(pids ...uint32) error {
 		return err
 	}
 	c.erasePolicies(set)
+	if c.comp != nil {
+		return c.comp.Add(profileSpans(erasedPrefixes, pids)...)
+	}
 	return compactProfiles(c.db, erasedPrefixes, pids)
 }
 
@@ -184,6 +187,18 @@ func compactProfiles(db *pebble.DB, prefixes []byte, pids []uint32) error {
 	if err := db.Flush(); err != nil {
 		return fmt.Errorf("cannot flush after erasure: %w", err)
 	}
+	for _, sp := range profileSpans(prefixes, pids) {
+		if err := db.Compact(sp[0], sp[1], true); err != nil {
+			return fmt.Errorf("cannot compact erased consent: %w", err)
+		}
+	}
+	return nil
+}
+
+// profileSpans returns, for each family prefix, the key span of each run
+// of consecutive profile ids.
+func profileSpans(prefixes []byte, pids []uint32) [][2][]byte {
+	var out [][2][]byte
 	for _, r := range runs(pids) {
 		for _, p := range prefixes {
 			lo := profileKey(nil, p, r[0])
@@ -191,12 +206,10 @@ func compactProfiles(db *pebble.DB, prefixes []byte, pids []uint32) error {
 			if r[1] != ^uint32(0) {
 				hi = profileKey(nil, p, r[1]+1)
 			}
-			if err := db.Compact(lo, hi, true); err != nil {
-				return fmt.Errorf("cannot compact erased consent: %w", err)
-			}
+			out = append(out, [2][]byte{lo, hi})
 		}
 	}
-	return nil
+	return out
 }
 
 // runs returns the sorted distinct ids as runs of consecutive ids [first,

@@ -42,6 +42,7 @@ type app struct {
 	srv     *engine.Server
 	db      *pebble.DB
 	keys    *engine.Keyring
+	comp    *engine.Compactor
 	graph   *identity.Graph
 	consent *segments.Consent // nil when no purpose catalogue is configured
 	aud     *audienceRecords
@@ -100,7 +101,12 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	if a.keys, err = engine.NewKeyring(cfg.Encryption, a.db, engine.WithKeyringRegisterer(a.reg)); err != nil {
 		return a, err
 	}
-	if a.graph, err = identity.New(cfg.Identity, a.db, a.reg, identity.WithKeyring(a.keys)); err != nil {
+	// Erasers hand the ranges they deleted to one compactor, which forces
+	// them out of the store's files in the background (engine.Compactor).
+	if a.comp, err = engine.NewCompactor(a.db, a.reg, log); err != nil {
+		return a, err
+	}
+	if a.graph, err = identity.New(cfg.Identity, a.db, a.reg, identity.WithKeyring(a.keys), identity.WithCompactor(a.comp)); err != nil {
 		return a, err
 	}
 	resolve, err := identity.NewStage(a.graph)
@@ -116,13 +122,14 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 				break
 			}
 		}
+		opts = append(opts, segments.WithCompactor(a.comp))
 		if a.consent, err = segments.New(cfg.Consent, a.db, a.reg, opts...); err != nil {
 			return a, err
 		}
 		stages = append(stages, a.consent)
 	}
 	a.aud = &audienceRecords{}
-	audOpts := []audience.Option{audience.WithOnChange(a.aud.onChange), audience.WithRegisterer(a.reg), audience.WithKeyring(a.keys)}
+	audOpts := []audience.Option{audience.WithOnChange(a.aud.onChange), audience.WithRegisterer(a.reg), audience.WithKeyring(a.keys), audience.WithCompactor(a.comp)}
 	if a.consent != nil {
 		names := make([]string, 0, len(cfg.Consent.Purposes))
 		for _, p := range cfg.Consent.Purposes {
@@ -268,6 +275,12 @@ func (a *app) run(ctx context.Context) error {
 	go func() { srvErr <- a.srv.Serve(srvCtx) }()
 	a.log.Info("pipeline starting", "http", a.srv.Addr(), "sinks", len(a.sinks))
 	go a.sweep(srvCtx)
+	compDone := make(chan struct{})
+	go func() {
+		defer close(compDone)
+		_ = a.comp.Run(srvCtx, 5*time.Second)
+	}()
+	defer func() { <-compDone }()
 	dsrDone := make(chan struct{})
 	go func() {
 		defer close(dsrDone)

@@ -142,14 +142,27 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 // traits, counters and membership rows (per run of consecutive ids, per
 // audience for memberships), outside the store's lock.
 func (s *Store) compactErased(ids []uint32, auds []string) error {
-	if err := s.db.Flush(); err != nil {
-		return fmt.Errorf("cannot flush after erasure: %w", err)
-	}
+	var spans [][2][]byte
 	compact := func(lo, hi []byte) error {
+		if s.comp != nil {
+			spans = append(spans, [2][]byte{lo, hi})
+			return nil
+		}
 		if err := s.db.Compact(lo, hi, true); err != nil {
 			return fmt.Errorf("cannot compact erased profiles: %w", err)
 		}
 		return nil
+	}
+	if s.comp != nil {
+		defer func() {
+			if len(spans) > 0 {
+				// Recorded after the erasure committed: a crash in between
+				// is covered by the privacy request running Erase again.
+				_ = s.comp.Add(spans...)
+			}
+		}()
+	} else if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("cannot flush after erasure: %w", err)
 	}
 	for _, r := range runs(ids) {
 		first, last := r[0], r[1]

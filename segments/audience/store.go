@@ -122,7 +122,8 @@ type Store struct {
 	db      *pebble.DB
 	consent ConsentView
 	onChg   func([]Change)
-	kr      *engine.Keyring // nil: traits in plain
+	kr      *engine.Keyring   // nil: traits in plain
+	comp    *engine.Compactor // nil: Erase compacts itself
 	now     func() time.Time
 	reg     prometheus.Registerer
 	m       *metrics
@@ -194,6 +195,10 @@ type Option func(*Store)
 // WithClock sets the clock used for windows, trait "within" conditions
 // and record times (default time.Now).
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithCompactor hands the key ranges Erase deleted to c (engine.Compactor)
+// instead of compacting them before Erase returns.
+func WithCompactor(c *engine.Compactor) Option { return func(s *Store) { s.comp = c } }
 
 // WithConsent sets the consent state that consent conditions, consent:X
 // terms and activation purposes read. Without it every profile's consent
