@@ -73,7 +73,7 @@ type Graph struct {
 	// comp, if set, takes the erased keys as compaction debt (Erase does
 	// not compact them itself).
 	comp *engine.Compactor
-	pt []byte
+	pt   []byte
 
 	onCommit func([]Op)
 }
