@@ -158,14 +158,15 @@ func (c *catalogue) bitOf(name string) (int, bool) {
 
 // eventConsent is the consent one event carries, per purpose bit: known
 // bits have a decision, granted ⊆ known. src and ts are valid for known
-// bits only; ts is 0 when the event's timestamp applies.
+// bits only; ts is 0 when the event's timestamp applies, and own has the
+// known bits whose ts is not 0.
 type eventConsent struct {
-	known, granted uint64
-	src            [MaxPurposes]Source
-	ts             [MaxPurposes]int64
+	known, granted, own uint64
+	src                 [MaxPurposes]Source
+	ts                  [MaxPurposes]int64
 }
 
-func (e *eventConsent) reset() { e.known, e.granted = 0, 0 }
+func (e *eventConsent) reset() { e.known, e.granted, e.own = 0, 0, 0 }
 
 // set records one decision of the event. Within one event a denial beats
 // a grant from another format (the most restrictive reading of one
@@ -180,11 +181,20 @@ func (e *eventConsent) set(bits uint64, granted bool, src Source, ts int64) {
 			if granted {
 				e.granted |= m
 			}
-			e.src[i], e.ts[i] = src, ts
+			e.setSource(i, src, ts)
 		case !granted && e.granted&m != 0:
 			e.granted &^= m
-			e.src[i], e.ts[i] = src, ts
+			e.setSource(i, src, ts)
 		}
+	}
+}
+
+func (e *eventConsent) setSource(i int, src Source, ts int64) {
+	e.src[i], e.ts[i] = src, ts
+	if ts != 0 {
+		e.own |= 1 << i
+	} else {
+		e.own &^= 1 << i
 	}
 }
 
@@ -293,7 +303,7 @@ func (x *extractor) extract(raw []byte, ts int64, e *eventConsent) bool {
 		return false
 	}
 	x.extractValue(v, ts, e)
-	if len(raw) <= memoLen && e.ownTimes() == 0 {
+	if len(raw) <= memoLen && e.own == 0 {
 		// Payloads whose decisions carry their own times (mParticle)
 		// are not memoised: the times would be replayed on later events.
 		if x.memo == nil || len(x.memo) >= memoMax {
@@ -302,18 +312,6 @@ func (x *extractor) extract(raw []byte, ts int64, e *eventConsent) bool {
 		x.memo[string(raw)] = *e
 	}
 	return true
-}
-
-// ownTimes counts the known purposes whose decision carries a time of its
-// own rather than the event's.
-func (e *eventConsent) ownTimes() int {
-	n := 0
-	for b := e.known; b != 0; b &= b - 1 {
-		if e.ts[tz(b)] != 0 {
-			n++
-		}
-	}
-	return n
 }
 
 func (x *extractor) extractValue(v *fastjson.Value, ts int64, e *eventConsent) {

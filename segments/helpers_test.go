@@ -86,14 +86,12 @@ func dump(c *Consent) string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var sb strings.Builder
-	pids := make([]uint32, 0, len(c.profiles))
-	for pid := range c.profiles {
-		pids = append(pids, pid)
-	}
+	var pids []uint32
+	c.profiles.each(func(pid uint32, _ *profile) { pids = append(pids, pid) })
 	sort.Slice(pids, func(i, j int) bool { return pids[i] < pids[j] })
 	now := c.now().UnixMicro()
 	for _, pid := range pids {
-		p := c.profiles[pid]
+		p := c.profiles.get(pid)
 		fmt.Fprintf(&sb, "profile %d:", pid)
 		for _, pu := range c.cat.purposes {
 			d, ok := p.get(pu.Bit)

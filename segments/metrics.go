@@ -21,11 +21,14 @@ type metrics struct {
 	erased    prometheus.Counter
 	profilesG *prometheus.GaugeVec
 
-	dec  [MaxPurposes][numSources][3]prometheus.Counter
-	st   [numSources]prometheus.Counter
-	exp  [MaxPurposes]prometheus.Counter
-	hits uint64
-	miss uint64
+	dec [MaxPurposes][numSources][3]prometheus.Counter
+	st  [numSources]prometheus.Counter
+	// staleN counts stale decisions until flushCounts: a replayed batch
+	// has one per row and purpose.
+	staleN [numSources]uint64
+	exp    [MaxPurposes]prometheus.Counter
+	hits   uint64
+	miss   uint64
 }
 
 func newMetrics(reg prometheus.Registerer, c *Consent) (*metrics, error) {
@@ -71,11 +74,21 @@ func (m *metrics) decision(bit int, src Source, st Status) {
 	c.Inc()
 }
 
-func (m *metrics) stale(src Source) {
-	if m.st[src] == nil {
-		m.st[src] = m.staleV.WithLabelValues(src.String())
+func (m *metrics) stale(src Source) { m.staleN[src]++ }
+
+// flushCounts adds the counts kept since the last call to the counters;
+// the stage calls it at the end of every batch and PUT.
+func (m *metrics) flushCounts() {
+	for src, n := range m.staleN {
+		if n == 0 {
+			continue
+		}
+		if m.st[src] == nil {
+			m.st[src] = m.staleV.WithLabelValues(Source(src).String())
+		}
+		m.st[src].Add(float64(n))
+		m.staleN[src] = 0
 	}
-	m.st[src].Inc()
 }
 
 func (m *metrics) expired(bit int) {

@@ -84,13 +84,20 @@ func (m *stateModel) check(t *testing.T, c *Consent, now int64, when string) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	got := map[uint32]map[int]Decision{}
-	for pid, p := range c.profiles {
+	c.profiles.each(func(pid uint32, p *profile) {
 		got[pid] = map[int]Decision{}
 		for b := p.set; b != 0; b &= b - 1 {
 			d, _ := p.get(tz(b))
 			got[pid][tz(b)] = d
 		}
-	}
+		minT := p.d[0].Time
+		for _, d := range p.d {
+			minT = min(minT, d.Time)
+		}
+		if p.minT != minT {
+			t.Fatalf("%s: profile %d: minT %d, oldest decision %d", when, pid, p.minT, minT)
+		}
+	})
 	want := map[uint32]map[int]Decision{}
 	for pid, ds := range m.p {
 		if len(ds) > 0 {
