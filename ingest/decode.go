@@ -271,6 +271,7 @@ func NewDecoder(cfg DecodeConfig) (*Decoder, error) {
 // whole value; an inner node copies only its children that are present.
 type consentNode struct {
 	key  string
+	name []byte // key quoted, with the colon: "key":
 	leaf bool
 	kids []*consentNode
 }
@@ -289,7 +290,7 @@ func (n *consentNode) add(segs []string) {
 			return
 		}
 	}
-	k := &consentNode{key: segs[0]}
+	k := &consentNode{key: segs[0], name: append(strconv.AppendQuote(nil, segs[0]), ':')}
 	n.kids = append(n.kids, k)
 	k.add(segs[1:])
 }
@@ -309,8 +310,7 @@ func appendSparse(dst []byte, o *fastjson.Object, n *consentNode) []byte {
 		if !first {
 			dst = append(dst, ',')
 		}
-		dst = strconv.AppendQuote(dst, k.key)
-		dst = append(dst, ':')
+		dst = append(dst, k.name...)
 		switch {
 		case k.leaf:
 			dst = v.MarshalTo(dst)
