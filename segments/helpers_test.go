@@ -44,6 +44,9 @@ type row struct {
 	ts  time.Time
 	msg string
 	raw string
+	// cut, when set, is the row's consent_fields (the decoder's cut-out of
+	// raw); nil leaves the column null, as without configured paths.
+	cut *string
 }
 
 // makeBatch builds a batch in engine.Schema with the profile ids set, as
@@ -72,7 +75,11 @@ func makeBatch(t testing.TB, seq uint64, rows []row) *engine.Batch {
 		bld.Field(engine.ColProfileID).(*array.Uint32Builder).Append(r.pid)
 		bld.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
 		bld.Field(engine.ColRaw).(*array.BinaryBuilder).Append([]byte(r.raw))
-		bld.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
+		if r.cut != nil {
+			bld.Field(engine.ColConsentFields).(*array.BinaryBuilder).Append([]byte(*r.cut))
+		} else {
+			bld.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
+		}
 	}
 	return &engine.Batch{Seq: seq, Rec: bld.NewRecordBatch()}
 }
