@@ -3,6 +3,7 @@ package segments
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
@@ -163,5 +164,53 @@ func TestProcessAllocsPerBatch(t *testing.T) {
 		if large > small+1 {
 			t.Errorf("newer=%v: %v allocations per 4096-row batch, %v per 1024-row batch: something allocates per row", newer, large, small)
 		}
+	}
+}
+
+// BenchmarkProcessStale is the consent stage on rows older than what their
+// profiles hold (a replay, late events) over n profiles with decisions, at
+// random: the cost of reaching each row's profile state in a table too big
+// for the cache. Rows carry the decoder's cut-out, as in the pipeline.
+// ns/event is per row.
+func BenchmarkProcessStale(b *testing.B) {
+	payload := `{"context":{"consent":{"categoryPreferences":{"Analytics":true,"Advertising":false,"Functional":false}}}}`
+	raw := `{"type":"track","event":"Order Completed","userId":"u1","properties":{"revenue":12.5},"context":{"ip":"10.0.0.1","consent":{"categoryPreferences":{"Analytics":true,"Advertising":false,"Functional":false}},"library":{"name":"analytics.js","version":"2.11.1"}}}`
+	for _, n := range []int{25_000, 1_000_000} {
+		b.Run(fmt.Sprintf("profiles=%d", n), func(b *testing.B) {
+			db := openDB(b, "")
+			defer db.Close()
+			c, err := New(testConfig(), db, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rows := make([]row, 4096)
+			for start := 1; start <= n; start += len(rows) {
+				for i := range rows {
+					rows[i] = row{pid: uint32(min(start+i, n)), ts: time.Unix(2_000_000, 0), raw: raw, cut: &payload}
+				}
+				batch := makeBatch(b, 1, rows)
+				if err := c.Process(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+				batch.Release()
+			}
+			rng := rand.New(rand.NewPCG(1, 1))
+			for i := range rows {
+				rows[i] = row{pid: uint32(1 + rng.IntN(n)), ts: time.Unix(1_000_000, 0), raw: raw, cut: &payload}
+			}
+			proto := makeBatch(b, 1, rows)
+			defer proto.Release()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				proto.Rec.Retain()
+				batch := &engine.Batch{Seq: 1, Rec: proto.Rec}
+				if err := c.Process(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+				batch.Release()
+			}
+			b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(b.N)/float64(len(rows)), "ns/event")
+		})
 	}
 }

@@ -377,7 +377,7 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 			}
 		}
 		ts := int64(tsv[i]) // µs, per engine.Schema
-		c.x.extract(consentSource(cfs, raws, i), ts, ev)
+		c.x.extractRow(cfs, raws, i, ts, ev)
 		var p *profile
 		if pid != 0 {
 			p = c.profiles.get(pid)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/cdpstream/cdpstream/segments/iab"
 	"github.com/valyala/fastjson"
 )
@@ -300,6 +301,26 @@ func (x *extractor) extract(raw []byte, ts int64, e *eventConsent) bool {
 	if !x.hasConsent(raw) {
 		return true
 	}
+	return x.read(raw, ts, e)
+}
+
+// extractRow fills e from row i of a batch: from the decoder's
+// consent_fields cut-out (cfs) when the row has one, else from the raw
+// event. A cut-out holds only configured consent fields, so any but the
+// empty object "{}" has some to read: the prefilter would only find them.
+func (x *extractor) extractRow(cfs, raws *array.Binary, i int, ts int64, e *eventConsent) {
+	if cfs == nil || !cfs.IsValid(i) {
+		x.extract(raws.Value(i), ts, e)
+		return
+	}
+	e.reset()
+	if cut := cfs.Value(i); len(cut) > len("{}") {
+		x.read(cut, ts, e)
+	}
+}
+
+// read is extract after the prefilter; e is reset.
+func (x *extractor) read(raw []byte, ts int64, e *eventConsent) bool {
 	if m, ok := x.memo[string(raw)]; ok {
 		e.known, e.granted = m.known, m.granted
 		for b := m.known; b != 0; b &= b - 1 {

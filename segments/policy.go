@@ -270,7 +270,7 @@ func (p *Policy) evalRow(i int, pid uint32, mask uint64, a *annotation, raws *ar
 	if a != nil {
 		ek, eg = a.ek[i], a.eg[i]
 	} else {
-		p.x.extract(consentSource(p.cfs, raws, i), 0, &p.ev)
+		p.x.extractRow(p.cfs, raws, i, 0, &p.ev)
 		ek, eg = p.ev.known, p.ev.granted
 	}
 	return p.decide(eg, ek)
