@@ -23,9 +23,10 @@ type metrics struct {
 
 	dec [MaxPurposes][numSources][3]prometheus.Counter
 	st  [numSources]prometheus.Counter
-	// staleN counts stale decisions until flushCounts: a replayed batch
-	// has one per row and purpose.
+	// staleN and decN count stale and applied decisions until
+	// flushCounts: a batch has one per row and purpose.
 	staleN [numSources]uint64
+	decN   [MaxPurposes][numSources][3]uint64
 	exp    [MaxPurposes]prometheus.Counter
 	hits   uint64
 	miss   uint64
@@ -65,20 +66,30 @@ func newMetrics(reg prometheus.Registerer, c *Consent) (*metrics, error) {
 	return m, nil
 }
 
-func (m *metrics) decision(bit int, src Source, st Status) {
-	c := m.dec[bit][src][st]
-	if c == nil {
-		c = m.decisions.WithLabelValues(m.cat.purposeName(bit), src.String(), st.String())
-		m.dec[bit][src][st] = c
-	}
-	c.Inc()
-}
+func (m *metrics) decision(bit int, src Source, st Status) { m.decN[bit][src][st]++ }
 
 func (m *metrics) stale(src Source) { m.staleN[src]++ }
 
 // flushCounts adds the counts kept since the last call to the counters;
 // the stage calls it at the end of every batch and PUT.
 func (m *metrics) flushCounts() {
+	for b := m.cat.all; b != 0; b &= b - 1 {
+		bit := tz(b)
+		for src := range m.decN[bit] {
+			for st, n := range m.decN[bit][src] {
+				if n == 0 {
+					continue
+				}
+				c := m.dec[bit][src][st]
+				if c == nil {
+					c = m.decisions.WithLabelValues(m.cat.purposeName(bit), Source(src).String(), Status(st).String())
+					m.dec[bit][src][st] = c
+				}
+				c.Add(float64(n))
+				m.decN[bit][src][st] = 0
+			}
+		}
+	}
 	for src, n := range m.staleN {
 		if n == 0 {
 			continue
