@@ -545,6 +545,7 @@ type annRing struct {
 	mu   sync.RWMutex
 	a    [64]annotation
 	next int
+	maxN int // rows of the largest batch claimed (under the stage's lock)
 }
 
 func (r *annRing) claim(seq uint64, n int) *annotation {
@@ -553,9 +554,12 @@ func (r *annRing) claim(seq uint64, n int) *annotation {
 	r.next = (r.next + 1) % len(r.a)
 	a.seq, a.rec = 0, nil
 	r.mu.Unlock()
+	// Sized for the largest batch seen, so that batch sizes varying
+	// around the batcher's limit allocate each slot once.
+	r.maxN = max(r.maxN, n)
 	grow := func(s []uint64) []uint64 {
 		if cap(s) < n {
-			return make([]uint64, n)
+			return make([]uint64, n, r.maxN)
 		}
 		return s[:n]
 	}
