@@ -44,7 +44,10 @@ func consentPipeline(ctx context.Context, opts Options, c *Corpus, progress func
 		{Name: "advertising", Bit: 1, Default: "denied", Segment: []string{"advertising"}},
 	}}
 	ccfg.Defaults()
-	cs, err := segments.New(ccfg, db, nil)
+	// As cmd wires it: one buffer pool for the batcher's columns and the
+	// consent stage's consent_mask.
+	pool := engine.NewPoolAllocator()
+	cs, err := segments.New(ccfg, db, nil, segments.WithAllocator(pool))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -53,7 +56,7 @@ func consentPipeline(ctx context.Context, opts Options, c *Corpus, progress func
 		return 0, 0, err
 	}
 	// As cmd wires it: the decoder cuts out the consent fields.
-	b, err := ingest.NewBatcher(ingest.DecodeConfig{ConsentPaths: ccfg.Paths()}, ingest.BatchConfig{}, engine.NewPoolAllocator())
+	b, err := ingest.NewBatcher(ingest.DecodeConfig{ConsentPaths: ccfg.Paths()}, ingest.BatchConfig{}, pool)
 	if err != nil {
 		return 0, 0, err
 	}
