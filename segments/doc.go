@@ -132,7 +132,9 @@
 // (profile ids are dense from 1): 64 bytes per profile id in every page
 // of 1024 ids holding a profile with a decision, plus 24 bytes per
 // decision; a profile's masks, set and minT share one cache line, so a
-// stale or repeated row costs one memory access. The bitmaps cost about 1
+// stale or repeated row costs one memory access. The page directory costs
+// 8 bytes per 1024 ids up to the largest id with a decision: at most 32
+// MiB, should a PUT name profile 4294967295. The bitmaps cost about 1
 // byte per profile for 4 purposes at 10M profiles (BitmapMemory).
 //
 // # Metrics
