@@ -39,6 +39,38 @@ func BenchmarkBaselineJSONInMem(b *testing.B) {
 	}
 }
 
+// BenchmarkPipelineConsent prices the consent stage as the harness's
+// PipelineInMemIdentity and PipelineInMemIdentityConsent do (identity on in
+// both; on: the decoder's cut-out, the stage, a sink policy), each as a
+// sub-benchmark, so each can be profiled on its own
+// (-bench 'PipelineConsent/on' -cpuprofile).
+func BenchmarkPipelineConsent(b *testing.B) {
+	b.Run("off", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(avgSize(benchCorpus))
+		stage, closeStage, err := identityStage(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer closeStage()
+		bt, err := ingest.NewBatcher(ingest.DecodeConfig{}, ingest.BatchConfig{}, engine.NewPoolAllocator())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		if n, _, err := runPipeline(context.Background(), NewMemSource(benchCorpus, bt, b.N), func(int64) {}, stage); err != nil || n != int64(b.N) {
+			b.Fatalf("processed %d of %d: %v", n, b.N, err)
+		}
+	})
+	b.Run("on", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(avgSize(benchCorpus))
+		if n, _, err := consentPipeline(context.Background(), Options{Dir: b.TempDir(), Events: b.N}, benchCorpus, func(int64) {}, b.N >= 10000); err != nil || n != int64(b.N) {
+			b.Fatalf("processed %d of %d: %v", n, b.N, err)
+		}
+	})
+}
+
 // TestBaselineAgreesWithPipeline makes sure the baseline does the same job:
 // the same rows accepted and the same records rejected for the same
 // reasons, so the ratio between them compares like with like.

@@ -506,13 +506,19 @@ func TestBatchConfig(t *testing.T) {
 }
 
 func BenchmarkBatcherAdd(b *testing.B) {
-	b.Run("alloc=pool", func(b *testing.B) { benchBatcherAdd(b, nil) })
-	b.Run("alloc=go", func(b *testing.B) { benchBatcherAdd(b, memory.DefaultAllocator) })
+	b.Run("alloc=pool", func(b *testing.B) { benchBatcherAdd(b, nil, DecodeConfig{}) })
+	b.Run("alloc=go", func(b *testing.B) { benchBatcherAdd(b, memory.DefaultAllocator, DecodeConfig{}) })
+	// With the consent catalogue's default paths: the consent_fields
+	// cut-out and column a configured consent stage adds.
+	b.Run("alloc=pool/consent_paths", func(b *testing.B) {
+		benchBatcherAdd(b, nil, DecodeConfig{ConsentPaths: []string{"context.consent.tcString", "context.consent.gppString",
+			"context.consent.usPrivacy", "context.gpc", "context.consent.categoryPreferences", "context.consentManagement", "consent_state"}})
+	})
 }
 
-func benchBatcherAdd(b *testing.B, mem memory.Allocator) {
+func benchBatcherAdd(b *testing.B, mem memory.Allocator, dc DecodeConfig) {
 	evs := benchEvents(1024)
-	bt, err := NewBatcher(DecodeConfig{}, BatchConfig{}, mem)
+	bt, err := NewBatcher(dc, BatchConfig{}, mem)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -271,6 +271,7 @@ func NewDecoder(cfg DecodeConfig) (*Decoder, error) {
 // whole value; an inner node copies only its children that are present.
 type consentNode struct {
 	key  string
+	name []byte // key quoted, with the colon: "key":
 	leaf bool
 	kids []*consentNode
 }
@@ -289,19 +290,25 @@ func (n *consentNode) add(segs []string) {
 			return
 		}
 	}
-	k := &consentNode{key: segs[0]}
+	k := &consentNode{key: segs[0], name: append(strconv.AppendQuote(nil, segs[0]), ':')}
 	n.kids = append(n.kids, k)
 	k.add(segs[1:])
 }
 
 // appendSparse appends the members of object o that n selects, as a JSON
 // object; values are re-encoded by fastjson (same JSON, not the same
-// bytes).
-func appendSparse(dst []byte, o *fastjson.Object, n *consentNode) []byte {
+// bytes). f, for the event's root object, holds the top-level fields the
+// decoder already found (nil below the root).
+func appendSparse(dst []byte, o *fastjson.Object, n *consentNode, f *fields) []byte {
 	dst = append(dst, '{')
 	first := true
 	for _, k := range n.kids {
-		v := o.Get(k.key)
+		var v *fastjson.Value
+		if f != nil {
+			v = f.top(k.key, o)
+		} else {
+			v = o.Get(k.key)
+		}
 		if v == nil {
 			continue
 		}
@@ -309,15 +316,14 @@ func appendSparse(dst []byte, o *fastjson.Object, n *consentNode) []byte {
 		if !first {
 			dst = append(dst, ',')
 		}
-		dst = strconv.AppendQuote(dst, k.key)
-		dst = append(dst, ':')
+		dst = append(dst, k.name...)
 		switch {
 		case k.leaf:
 			dst = v.MarshalTo(dst)
 		case v.Type() == fastjson.TypeObject:
 			sub, _ := v.Object()
 			inner := len(dst)
-			dst = appendSparse(dst, sub, k)
+			dst = appendSparse(dst, sub, k, nil)
 			if len(dst)-inner == 2 { // "{}": nothing selected below
 				dst = dst[:mark]
 				continue
@@ -465,10 +471,24 @@ func (d *Decoder) Decode(raw []byte, recTime time.Time) (ev *Event, reason engin
 	ev.ConsentFields = nil
 	if d.consent != nil {
 		o, _ := root.Object()
-		d.cbuf = appendSparse(d.cbuf[:0], o, d.consent)
+		d.cbuf = appendSparse(d.cbuf[:0], o, d.consent, &d.f)
 		ev.ConsentFields = d.cbuf
 	}
 	return ev, "", ""
+}
+
+// top returns the root object o's member key, from f where visitRoot kept
+// it (the first of duplicates, as o.Get would).
+func (f *fields) top(key string, o *fastjson.Object) *fastjson.Value {
+	switch key {
+	case "context":
+		return f.context
+	case "traits":
+		return f.traits
+	case "properties":
+		return f.properties
+	}
+	return o.Get(key)
 }
 
 // visitRoot records the top-level fields the decoder reads. A method value

@@ -435,6 +435,30 @@ func BenchmarkDecode(b *testing.B) {
 	reportRate(b, cpu0, ok0)
 }
 
+// BenchmarkDecodeConsentFields is BenchmarkDecode with the consent
+// catalogue's default paths configured, to price the consent_fields
+// cut-out that a configured consent stage makes every event pay.
+func BenchmarkDecodeConsentFields(b *testing.B) {
+	evs := benchEvents(1024)
+	d, err := NewDecoder(DecodeConfig{ConsentPaths: []string{"context.consent.tcString", "context.consent.gppString",
+		"context.consent.usPrivacy", "context.gpc", "context.consent.categoryPreferences", "context.consentManagement", "consent_state"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(evs[0])))
+	cpu0, ok0 := cpuSeconds()
+	i := 0
+	for b.Loop() {
+		ev, r, _ := d.Decode(evs[i&1023], time.Time{})
+		if r != "" || len(ev.ConsentFields) < 20 {
+			b.Fatal(r, string(ev.ConsentFields))
+		}
+		i++
+	}
+	reportRate(b, cpu0, ok0)
+}
+
 // BenchmarkDecodeStrict is BenchmarkDecode with DecodeConfig.StrictJSON,
 // to price the option.
 func BenchmarkDecodeStrict(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -33,7 +34,7 @@ type Consent struct {
 	mu         sync.RWMutex
 	changes    []engine.Record // consent-change records for the next batch
 	records    bool            // WithChangeRecords
-	profiles   map[uint32]*profile
+	profiles   table
 	granted    [MaxPurposes]*roaring.Bitmap
 	denied     [MaxPurposes]*roaring.Bitmap
 	suppressed *roaring.Bitmap
@@ -42,7 +43,8 @@ type Consent struct {
 	// stage-only state (under mu's write lock)
 	x       extractor
 	ev      eventConsent
-	dirty   map[uint32]struct{}
+	dirty   []uint32 // profiles to write, each once (profile.mark)
+	epoch   uint32   // the current dirty epoch (newEpoch)
 	gone    map[uint32]struct{}
 	redir   map[uint32]uint32
 	key     []byte
@@ -95,9 +97,7 @@ func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (
 	}
 	c := &Consent{
 		cat: compile(cfg), cfg: cfg, db: db,
-		profiles:   map[uint32]*profile{},
 		suppressed: roaring.New(),
-		dirty:      map[uint32]struct{}{},
 		gone:       map[uint32]struct{}{},
 		redir:      map[uint32]uint32{},
 		policies:   map[string]*Policy{},
@@ -145,11 +145,11 @@ func (c *Consent) load() error {
 			c.suppressed.Add(pid)
 			continue
 		}
-		p, err := decodeProfile(it.Value())
-		if err != nil {
+		p := c.profiles.slot(pid)
+		if err := decodeProfile(it.Value(), p); err != nil {
+			c.profiles.del(pid)
 			return fmt.Errorf("cannot load consent of profile %d: %w", pid, err)
 		}
-		c.profiles[pid] = p
 		for b := p.set; b != 0; b &= b - 1 {
 			bit := tz(b)
 			d, _ := p.get(bit)
@@ -189,7 +189,7 @@ func (c *Consent) setBits(pid uint32, p *profile, bit int, d Decision, now int64
 func (c *Consent) expire(now int64) {
 	for len(c.exp) > 0 && c.exp[0].at <= now {
 		e := heap.Pop(&c.exp).(expiry)
-		p := c.profiles[e.pid]
+		p := c.profiles.get(e.pid)
 		d, ok := p.get(int(e.bit))
 		if !ok || d.Status != Granted || d.Expires != e.at {
 			continue // superseded
@@ -203,11 +203,11 @@ func (c *Consent) expire(now int64) {
 // than the decision held: the latest timestamp wins, and on a tie a
 // denial beats a grant (so replaying a batch is idempotent).
 func (c *Consent) apply(pid uint32, bit int, d Decision, now int64) bool {
-	p := c.profiles[pid]
-	if p == nil {
-		p = &profile{}
-		c.profiles[pid] = p
-	}
+	return c.applyTo(c.profiles.slot(pid), pid, bit, d, now)
+}
+
+// applyTo is apply on p, pid's slot in c.profiles.
+func (c *Consent) applyTo(p *profile, pid uint32, bit int, d Decision, now int64) bool {
 	prev, had := p.get(bit)
 	if had {
 		if d.Time < prev.Time {
@@ -228,9 +228,36 @@ func (c *Consent) apply(pid uint32, bit int, d Decision, now int64) bool {
 	if !had || prev.Status != d.Status || prev.Expires != 0 || d.Expires != 0 {
 		c.setBits(pid, p, bit, d, now)
 	}
-	c.dirty[pid] = struct{}{}
+	c.markDirty(pid, p)
 	c.m.decision(bit, d.Source, d.Status)
 	return true
+}
+
+// markDirty lists p (pid's profile) for persist, once per epoch.
+func (c *Consent) markDirty(pid uint32, p *profile) {
+	if p.mark != c.epoch {
+		p.mark = c.epoch
+		c.dirty = append(c.dirty, pid)
+	}
+}
+
+// newEpoch starts a unit of changes (a batch, a PUT): nothing is dirty
+// and nothing is gone.
+func (c *Consent) newEpoch() {
+	c.dirty = c.dirty[:0]
+	clear(c.gone)
+	c.epoch++
+	if c.epoch == 0 {
+		// Wrapped: no profile's mark may read as current.
+		for _, pg := range c.profiles.pages {
+			if pg != nil {
+				for i := range pg {
+					pg[i].mark = 0
+				}
+			}
+		}
+		c.epoch = 1
+	}
 }
 
 // merge moves the consent of merged into survivor: per purpose the later
@@ -239,15 +266,12 @@ func (c *Consent) merge(survivor, merged uint32, now int64) {
 	if survivor == merged {
 		return
 	}
-	pm := c.profiles[merged]
+	pm := c.profiles.get(merged)
 	if pm == nil {
 		return
 	}
-	ps := c.profiles[survivor]
-	if ps == nil {
-		ps = &profile{}
-		c.profiles[survivor] = ps
-	}
+	// Pages never move, so pm stays valid while slot allocates.
+	ps := c.profiles.slot(survivor)
 	for b := pm.set; b != 0; b &= b - 1 {
 		bit := tz(b)
 		dm, _ := pm.get(bit)
@@ -262,10 +286,9 @@ func (c *Consent) merge(survivor, merged uint32, now int64) {
 		c.granted[bit].Remove(merged)
 		c.denied[bit].Remove(merged)
 	}
-	delete(c.profiles, merged)
-	delete(c.dirty, merged)
+	c.profiles.del(merged) // persist skips it if it was dirty
 	c.gone[merged] = struct{}{}
-	c.dirty[survivor] = struct{}{}
+	c.markDirty(survivor, ps)
 	c.m.merges.Inc()
 }
 
@@ -310,10 +333,10 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 	defer func() {
 		b.Records = append(b.Records, c.changes...)
 		c.changes = nil
+		c.m.flushCounts()
 	}()
 	c.expire(now)
-	clear(c.dirty)
-	clear(c.gone)
+	c.newEpoch()
 	clear(c.redir)
 	for _, mg := range b.Merges {
 		for _, id := range mg.Merged {
@@ -346,37 +369,57 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 		return errors.New("segments: batch not in engine.Schema")
 	}
 	a := c.ann.claim(b.Seq, n)
-	a.pids = append(a.pids[:0], pids.Uint32Values()...)
+	pidv, tsv := pids.Uint32Values(), tss.TimestampValues()
+	a.pids = append(a.pids[:0], pidv...)
 	c.maskB.Reserve(n)
 	def := c.cat.defGranted
+	ev := &c.ev
 	for i := 0; i < n; i++ {
-		pid := pids.Value(i)
-		if s, ok := c.redir[pid]; ok {
-			pid = s
+		pid := pidv[i]
+		if len(c.redir) > 0 {
+			if s, ok := c.redir[pid]; ok {
+				pid = s
+			}
 		}
-		ts := int64(tss.Value(i)) // µs, per engine.Schema
-		ev := &c.ev
-		c.x.extract(consentSource(cfs, raws, i), ts, ev)
+		ts := int64(tsv[i]) // µs, per engine.Schema
+		c.x.extractRow(cfs, raws, i, ts, ev)
+		var p *profile
+		if pid != 0 {
+			p = c.profiles.get(pid)
+		}
 		if ev.known != 0 && pid != 0 {
-			for bb := ev.known; bb != 0; bb &= bb - 1 {
-				bit := tz(bb)
-				d := Decision{Status: Denied, Time: ts, Source: ev.src[bit]}
-				if ev.ts[bit] != 0 {
-					d.Time = ev.ts[bit]
+			if p != nil && ev.own == 0 && ev.known&^p.set == 0 && ts < p.minT {
+				// Every decision of the row is older than the profile's
+				// for its purpose (minT is the profile's oldest): all
+				// stale, as apply would find bit by bit, without reading
+				// the decisions. Replayed and late events take this path.
+				for bb := ev.known; bb != 0; bb &= bb - 1 {
+					c.m.stale(ev.src[tz(bb)])
 				}
-				if ev.granted>>bit&1 == 1 {
-					d.Status = Granted
-					if ttl := c.cat.ttl[bit]; ttl > 0 {
-						d.Expires = d.Time + ttl
+			} else {
+				if p == nil {
+					p = c.profiles.slot(pid)
+				}
+				for bb := ev.known; bb != 0; bb &= bb - 1 {
+					bit := tz(bb)
+					d := Decision{Status: Denied, Time: ts, Source: ev.src[bit]}
+					if ev.ts[bit] != 0 {
+						d.Time = ev.ts[bit]
 					}
+					if ev.granted>>bit&1 == 1 {
+						d.Status = Granted
+						if ttl := c.cat.ttl[bit]; ttl > 0 {
+							d.Expires = d.Time + ttl
+						}
+					}
+					c.applyTo(p, pid, bit, d, now)
 				}
-				c.apply(pid, bit, d, now)
 			}
 		}
 		var known, granted uint64
 		if pid == 0 {
 			known, granted = ev.known, ev.granted
-		} else if p := c.profiles[pid]; p != nil {
+		} else if p != nil {
 			known, granted = p.granted|p.denied, p.granted
 		}
 		c.maskB.UnsafeAppend(granted | def&^known)
@@ -410,10 +453,13 @@ func (c *Consent) persist() error {
 			return fmt.Errorf("cannot stage consent delete: %w", err)
 		}
 	}
-	for pid := range c.dirty {
-		p := c.profiles[pid]
+	// In key order: the memtable inserts a sorted run far faster (each
+	// insert starts from the previous one's position in the skiplist).
+	slices.Sort(c.dirty)
+	for _, pid := range c.dirty {
+		p := c.profiles.get(pid)
 		if p == nil {
-			continue
+			continue // merged away
 		}
 		c.key = profileKey(c.key[:0], prefixProfile, pid)
 		c.val = appendProfile(c.val[:0], p)
@@ -504,6 +550,7 @@ type annRing struct {
 	mu   sync.RWMutex
 	a    [64]annotation
 	next int
+	maxN int // rows of the largest batch claimed (under the stage's lock)
 }
 
 func (r *annRing) claim(seq uint64, n int) *annotation {
@@ -512,9 +559,12 @@ func (r *annRing) claim(seq uint64, n int) *annotation {
 	r.next = (r.next + 1) % len(r.a)
 	a.seq, a.rec = 0, nil
 	r.mu.Unlock()
+	// Sized for the largest batch seen, so that batch sizes varying
+	// around the batcher's limit allocate each slot once.
+	r.maxN = max(r.maxN, n)
 	grow := func(s []uint64) []uint64 {
 		if cap(s) < n {
-			return make([]uint64, n)
+			return make([]uint64, n, r.maxN)
 		}
 		return s[:n]
 	}

@@ -72,6 +72,14 @@
 //     both against a naive per-event evaluation.
 //   - Locking: Process and the API's PUT hold the write lock; Select and
 //     GET hold the read lock.
+//   - A profile's minT is the oldest Time among its decisions. Process
+//     rejects a row whose decisions (all at the event's time, no own
+//     mParticle times) are for purposes the profile has decided and older
+//     than minT as stale, counting each, without reading the decisions:
+//     per purpose that is what the latest-wins rule decides.
+//     TestProcessMatchesModel checks decisions, bitmaps and masks against
+//     a naive model over random streams (stale, tied and newer rows,
+//     merges, PUTs, expiry, erasure, restarts).
 //
 // # Erasure
 //
@@ -109,9 +117,10 @@
 // A new family keyed by profile id must join erasedPrefixes (erase.go)
 // unless, like 0x21, it has to outlive an erasure.
 //
-// Writes go in one synced Pebble batch per engine.Batch, separate from
-// identity's batch, which commits identity and the input offsets
-// atomically. Consent application is idempotent, so a replay after a
+// Writes go in one synced Pebble batch per engine.Batch (the profiles
+// changed by the batch, in key order, which the memtable inserts faster),
+// separate from identity's batch, which commits identity and the input
+// offsets atomically. Consent application is idempotent, so a replay after a
 // crash converges; putting both in one Pebble batch is the next step.
 // Not yet: bitmap snapshots stored with the offsets (the bitmaps are
 // rebuilt by scanning 0x20 at start), consent-change records to sinks,
@@ -119,9 +128,14 @@
 //
 // # Memory
 //
-// Profiles with any decision are held in memory (map of compact records,
-// about 80 bytes + 24 per decision); the bitmaps cost about 1 byte per
-// profile for 4 purposes at 10M profiles (BitmapMemory).
+// Consent state is held in memory in a paged array indexed by profile id
+// (profile ids are dense from 1): 64 bytes per profile id in every page
+// of 1024 ids holding a profile with a decision, plus 24 bytes per
+// decision; a profile's masks, set and minT share one cache line, so a
+// stale or repeated row costs one memory access. The page directory costs
+// 8 bytes per 1024 ids up to the largest id with a decision: at most 32
+// MiB, should a PUT name profile 4294967295. The bitmaps cost about 1
+// byte per profile for 4 purposes at 10M profiles (BitmapMemory).
 //
 // # Metrics
 //

@@ -89,10 +89,9 @@ func (c *Consent) eraseState(set map[uint32]struct{}) error {
 	}
 	erased := 0
 	for pid := range set {
-		if _, ok := c.profiles[pid]; ok {
+		if c.profiles.del(pid) {
 			erased++
 		}
-		delete(c.profiles, pid)
 		for bit := range c.granted {
 			c.granted[bit].Remove(pid)
 			c.denied[bit].Remove(pid)
@@ -111,8 +110,8 @@ func (c *Consent) eraseState(set map[uint32]struct{}) error {
 	heap.Init(&c.exp)
 	// Process's scratch (it clears these at every batch anyway), including
 	// the buffers that may hold the last record written.
-	clear(c.dirty)
-	clear(c.gone)
+	c.newEpoch()
+	clear(c.dirty[:cap(c.dirty)])
 	clear(c.redir)
 	clear(c.key[:cap(c.key)])
 	clear(c.val[:cap(c.val)])

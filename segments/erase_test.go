@@ -149,8 +149,8 @@ func testEraseConsent(t *testing.T, recycle bool) {
 		t.Fatal(err)
 	}
 	c.mu.RLock()
-	record := appendProfile(nil, c.profiles[victim])
-	otherRecord := appendProfile(nil, c.profiles[other])
+	record := appendProfile(nil, c.profiles.get(victim))
+	otherRecord := appendProfile(nil, c.profiles.get(other))
 	c.mu.RUnlock()
 	if known := c.View(victim); known.Purposes["analytics"].Status != "granted" || known.Purposes["sale_of_data"].Status != "denied" {
 		t.Fatalf("setup: %+v", known)

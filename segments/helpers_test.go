@@ -44,6 +44,9 @@ type row struct {
 	ts  time.Time
 	msg string
 	raw string
+	// cut, when set, is the row's consent_fields (the decoder's cut-out of
+	// raw); nil leaves the column null, as without configured paths.
+	cut *string
 }
 
 // makeBatch builds a batch in engine.Schema with the profile ids set, as
@@ -72,7 +75,11 @@ func makeBatch(t testing.TB, seq uint64, rows []row) *engine.Batch {
 		bld.Field(engine.ColProfileID).(*array.Uint32Builder).Append(r.pid)
 		bld.Field(engine.ColConsentMask).(*array.Uint64Builder).Append(0)
 		bld.Field(engine.ColRaw).(*array.BinaryBuilder).Append([]byte(r.raw))
-		bld.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
+		if r.cut != nil {
+			bld.Field(engine.ColConsentFields).(*array.BinaryBuilder).Append([]byte(*r.cut))
+		} else {
+			bld.Field(engine.ColConsentFields).(*array.BinaryBuilder).AppendNull()
+		}
 	}
 	return &engine.Batch{Seq: seq, Rec: bld.NewRecordBatch()}
 }
@@ -86,14 +93,12 @@ func dump(c *Consent) string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var sb strings.Builder
-	pids := make([]uint32, 0, len(c.profiles))
-	for pid := range c.profiles {
-		pids = append(pids, pid)
-	}
+	var pids []uint32
+	c.profiles.each(func(pid uint32, _ *profile) { pids = append(pids, pid) })
 	sort.Slice(pids, func(i, j int) bool { return pids[i] < pids[j] })
 	now := c.now().UnixMicro()
 	for _, pid := range pids {
-		p := c.profiles[pid]
+		p := c.profiles.get(pid)
 		fmt.Fprintf(&sb, "profile %d:", pid)
 		for _, pu := range c.cat.purposes {
 			d, ok := p.get(pu.Bit)

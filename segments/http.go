@@ -63,7 +63,7 @@ func (c *Consent) View(pid uint32) ProfileView {
 }
 
 func (c *Consent) view(pid uint32, now int64) ProfileView {
-	p := c.profiles[pid]
+	p := c.profiles.get(pid)
 	v := ProfileView{ProfileID: pid, Suppressed: c.suppressed.Contains(pid), Purposes: map[string]PurposeView{}}
 	var known, granted uint64
 	for _, pu := range c.cat.purposes {
@@ -177,11 +177,11 @@ func (c *Consent) putConsent(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	nowUs := now.UnixMicro()
 	c.expire(nowUs)
-	clear(c.dirty)
-	clear(c.gone)
+	c.newEpoch()
 	for _, u := range ups {
 		applied[c.cat.purposeName(u.bit)] = c.apply(pid, u.bit, u.d, nowUs)
 	}
+	c.m.flushCounts()
 	err = c.persist()
 	v := c.view(pid, nowUs)
 	c.mu.Unlock()
@@ -267,7 +267,7 @@ func (p *Policy) ExplainProfile(pid uint32) engine.Reason {
 		return ""
 	}
 	var k, g uint64
-	if pr := c.profiles[pid]; pr != nil {
+	if pr := c.profiles.get(pid); pr != nil {
 		k, g = pr.granted|pr.denied, pr.granted
 	}
 	return p.decide(g, k)

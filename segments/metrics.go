@@ -21,11 +21,15 @@ type metrics struct {
 	erased    prometheus.Counter
 	profilesG *prometheus.GaugeVec
 
-	dec  [MaxPurposes][numSources][3]prometheus.Counter
-	st   [numSources]prometheus.Counter
-	exp  [MaxPurposes]prometheus.Counter
-	hits uint64
-	miss uint64
+	dec [MaxPurposes][numSources][3]prometheus.Counter
+	st  [numSources]prometheus.Counter
+	// staleN and decN count stale and applied decisions until
+	// flushCounts: a batch has one per row and purpose.
+	staleN [numSources]uint64
+	decN   [MaxPurposes][numSources][3]uint64
+	exp    [MaxPurposes]prometheus.Counter
+	hits   uint64
+	miss   uint64
 }
 
 func newMetrics(reg prometheus.Registerer, c *Consent) (*metrics, error) {
@@ -62,20 +66,40 @@ func newMetrics(reg prometheus.Registerer, c *Consent) (*metrics, error) {
 	return m, nil
 }
 
-func (m *metrics) decision(bit int, src Source, st Status) {
-	c := m.dec[bit][src][st]
-	if c == nil {
-		c = m.decisions.WithLabelValues(m.cat.purposeName(bit), src.String(), st.String())
-		m.dec[bit][src][st] = c
-	}
-	c.Inc()
-}
+func (m *metrics) decision(bit int, src Source, st Status) { m.decN[bit][src][st]++ }
 
-func (m *metrics) stale(src Source) {
-	if m.st[src] == nil {
-		m.st[src] = m.staleV.WithLabelValues(src.String())
+func (m *metrics) stale(src Source) { m.staleN[src]++ }
+
+// flushCounts adds the counts kept since the last call to the counters;
+// the stage calls it at the end of every batch and PUT.
+func (m *metrics) flushCounts() {
+	for b := m.cat.all; b != 0; b &= b - 1 {
+		bit := tz(b)
+		for src := range m.decN[bit] {
+			for st, n := range m.decN[bit][src] {
+				if n == 0 {
+					continue
+				}
+				c := m.dec[bit][src][st]
+				if c == nil {
+					c = m.decisions.WithLabelValues(m.cat.purposeName(bit), Source(src).String(), Status(st).String())
+					m.dec[bit][src][st] = c
+				}
+				c.Add(float64(n))
+				m.decN[bit][src][st] = 0
+			}
+		}
 	}
-	m.st[src].Inc()
+	for src, n := range m.staleN {
+		if n == 0 {
+			continue
+		}
+		if m.st[src] == nil {
+			m.st[src] = m.staleV.WithLabelValues(Source(src).String())
+		}
+		m.st[src].Add(float64(n))
+		m.staleN[src] = 0
+	}
 }
 
 func (m *metrics) expired(bit int) {

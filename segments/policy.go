@@ -109,6 +109,10 @@ type Policy struct {
 	drops  dropRing
 	denied [][]byte
 	cfs    *array.Binary // consent_fields of the batch in Select, may be nil
+	// msgs and at are the message ids of the batch in Select and when it
+	// started: a drop's explain entry says when its batch was filtered.
+	msgs *array.String
+	at   time.Time
 }
 
 const (
@@ -178,7 +182,8 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cfs, _ = rec.Column(engine.ColConsentFields).(*array.Binary)
-	defer func() { p.cfs = nil }()
+	p.msgs, p.at = rec.Column(engine.ColMessageID).(*array.String), time.Now()
+	defer func() { p.cfs, p.msgs = nil, nil }()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	c.ann.mu.RLock()
@@ -196,20 +201,20 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 			continue
 		}
 		if supp && pid != 0 && c.suppressed.Contains(pid) {
-			p.dropRow(b, i, pid, ReasonSuppressed, drop)
+			p.dropRow(i, pid, ReasonSuppressed, drop)
 			continue
 		}
 		if p.req != 0 {
 			mask := maskv[i]
 			if !(p.fast && p.pass(mask, ^uint64(0))) {
 				if r := p.evalRow(i, pid, mask, a, raws); r != "" {
-					p.dropRow(b, i, pid, r, drop)
+					p.dropRow(i, pid, r, drop)
 					continue
 				}
 			}
 		}
 		if p.cfg.RudderStack != nil && !p.rudderKeep(consentSource(p.cfs, raws, i)) {
-			p.dropRow(b, i, pid, ReasonRudderStack, drop)
+			p.dropRow(i, pid, ReasonRudderStack, drop)
 			continue
 		}
 		dst = append(dst, i)
@@ -265,7 +270,7 @@ func (p *Policy) evalRow(i int, pid uint32, mask uint64, a *annotation, raws *ar
 	if a != nil {
 		ek, eg = a.ek[i], a.eg[i]
 	} else {
-		p.x.extract(consentSource(p.cfs, raws, i), 0, &p.ev)
+		p.x.extractRow(p.cfs, raws, i, 0, &p.ev)
 		ek, eg = p.ev.known, p.ev.granted
 	}
 	return p.decide(eg, ek)
@@ -336,12 +341,13 @@ func RudderStackKeep(provider, sinkStrategy string, consents []string, evProvide
 	return true
 }
 
-func (p *Policy) dropRow(b *engine.Batch, i int, pid uint32, r engine.Reason, drop func(int, engine.Reason)) {
+// dropRow reports row i of the batch in Select dropped and keeps it for
+// explain; the caller holds p.mu.
+func (p *Policy) dropRow(i int, pid uint32, r engine.Reason, drop func(int, engine.Reason)) {
 	if drop != nil {
 		drop(i, r)
 	}
-	ids := b.Rec.Column(engine.ColMessageID).(*array.String)
-	p.drops.add(ids.Value(i), pid, r)
+	p.drops.add(p.msgs.Value(i), pid, r, p.at)
 }
 
 // dropRing keeps the last drops of a policy for the explain endpoint.
@@ -359,11 +365,11 @@ type dropEntry struct {
 
 func (r *dropRing) init(n int) { r.e = make([]dropEntry, n) }
 
-func (r *dropRing) add(msg string, pid uint32, reason engine.Reason) {
+func (r *dropRing) add(msg string, pid uint32, reason engine.Reason, at time.Time) {
 	e := &r.e[r.next]
 	r.next = (r.next + 1) % len(r.e)
 	e.msg = append(e.msg[:0], msg...)
-	e.pid, e.reason, e.at = pid, reason, time.Now()
+	e.pid, e.reason, e.at = pid, reason, at
 }
 
 func (r *dropRing) find(msg string) (dropEntry, bool) {

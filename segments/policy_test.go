@@ -114,7 +114,7 @@ func TestIABInEvents(t *testing.T) {
 	if got != want {
 		t.Fatalf("masks %s, want %s\n%s", got, want, dump(c))
 	}
-	if d, _ := c.profiles[5].get(0); d.Time != 5_000_000 || d.Source != SourceMParticle {
+	if d, _ := c.profiles.get(5).get(0); d.Time != 5_000_000 || d.Source != SourceMParticle {
 		t.Errorf("mParticle timestamp not used: %+v", d)
 	}
 	// Row 6 repeats row 1's payload byte for byte: the payload memo

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestConsentChangeRecords: a batch carries one consent record per
@@ -62,4 +64,54 @@ func countOthers(recs []string) int {
 		}
 	}
 	return n
+}
+
+// TestDecisionMetrics: the decision and stale counters, which Process
+// counts per batch and adds at its end, say what the batch did.
+func TestDecisionMetrics(t *testing.T) {
+	db := openDB(t, "")
+	defer db.Close()
+	reg := prometheus.NewRegistry()
+	c, err := New(testConfig(), db, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := `{"context":{"consent":{"categoryPreferences":{"Analytics":true,"Advertising":false,"Functional":true}}}}`
+	b := makeBatch(t, 1, []row{
+		{pid: 1, ts: time.Unix(2000, 0), raw: seg},                        // 3 decisions
+		{pid: 1, ts: time.Unix(1000, 0), raw: seg},                        // 3 stale
+		{pid: 2, ts: time.Unix(1000, 0), raw: `{"context":{"gpc":true}}`}, // 1 decision
+	})
+	defer b.Release()
+	if err := c.Process(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if m.GetCounter() == nil {
+				continue
+			}
+			k := mf.GetName()
+			for _, l := range m.GetLabel() {
+				k += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[k] = m.GetCounter().GetValue()
+		}
+	}
+	for k, want := range map[string]float64{
+		"cdp_segments_decisions_total,purpose=analytics,source=segment,status=granted":       1,
+		"cdp_segments_decisions_total,purpose=advertising,source=segment,status=denied":      1,
+		"cdp_segments_decisions_total,purpose=personalization,source=segment,status=granted": 1,
+		"cdp_segments_decisions_total,purpose=sale_of_data,source=gpc,status=denied":         1,
+		"cdp_segments_stale_total,source=segment":                                            3,
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v", k, got[k], want)
+		}
+	}
 }

@@ -30,12 +30,12 @@ func (s Status) String() string {
 
 // Decision is one person's decision for one purpose.
 type Decision struct {
-	Status Status
 	// Time is when the decision was made (unix µs): the event's timestamp,
 	// an mParticle purpose timestamp, or the API's timestamp.
 	Time int64
 	// Expires is when a grant lapses (unix µs); 0 = never.
 	Expires int64
+	Status  Status
 	Source  Source
 }
 
@@ -50,11 +50,19 @@ func (d Decision) effective(now int64) Status {
 
 // profile is the consent state of one profile: decisions for the bits in
 // set, in bit order, and the effective granted/denied masks as of the
-// last expiry sweep (the bitmaps hold the same).
+// last expiry sweep (the bitmaps hold the same). A profile with set == 0
+// holds nothing: it is absent.
 type profile struct {
 	set             uint64
-	d               []Decision
 	granted, denied uint64
+	// minT is the earliest Time in d. A decision older than minT, for a
+	// purpose in set, is stale without reading d: Process rejects a row
+	// whose decisions all are, touching only this struct.
+	minT int64
+	d    []Decision
+	// mark is the epoch of Process or PUT that last listed the profile as
+	// dirty (Consent.markDirty); scratch, not state.
+	mark uint32
 }
 
 func (p *profile) idx(bit int) int { return bits.OnesCount64(p.set & (1<<bit - 1)) }
@@ -69,13 +77,97 @@ func (p *profile) get(bit int) (Decision, bool) {
 func (p *profile) put(bit int, d Decision) {
 	i := p.idx(bit)
 	if p.set>>bit&1 == 1 {
+		old := p.d[i].Time
 		p.d[i] = d
+		if d.Time < p.minT {
+			p.minT = d.Time
+		} else if old == p.minT && d.Time != old {
+			p.resetMinT()
+		}
 		return
 	}
 	p.set |= 1 << bit
 	p.d = append(p.d, Decision{})
 	copy(p.d[i+1:], p.d[i:])
 	p.d[i] = d
+	if len(p.d) == 1 || d.Time < p.minT {
+		p.minT = d.Time
+	}
+}
+
+func (p *profile) resetMinT() {
+	p.minT = p.d[0].Time
+	for _, d := range p.d[1:] {
+		p.minT = min(p.minT, d.Time)
+	}
+}
+
+// table holds the profiles' consent state indexed by profile id. Profile
+// ids are dense from 1 (identity hands them out in order), so a paged
+// array replaces a map: no hashing, and a profile's masks, set and minT
+// sit in one cache line, which is all a stale or repeated decision reads.
+// Pages of pageSize profiles are allocated when a profile in them first
+// gets a decision; an id never seen costs 8 bytes of the page directory
+// per pageSize ids.
+type table struct {
+	pages []*[pageSize]profile
+}
+
+const pageBits = 10
+const pageSize = 1 << pageBits
+
+// get returns pid's profile, or nil when it holds no decision.
+func (t *table) get(pid uint32) *profile {
+	pg := int(pid >> pageBits)
+	if pg >= len(t.pages) || t.pages[pg] == nil {
+		return nil
+	}
+	p := &t.pages[pg][pid&(pageSize-1)]
+	if p.set == 0 {
+		return nil
+	}
+	return p
+}
+
+// slot returns pid's profile, allocating its page; it may be empty (set
+// == 0) and must then get a decision (put) before the caller lets go, or
+// be left empty.
+func (t *table) slot(pid uint32) *profile {
+	pg := int(pid >> pageBits)
+	if pg >= len(t.pages) {
+		t.pages = append(t.pages, make([]*[pageSize]profile, pg+1-len(t.pages))...)
+	}
+	if t.pages[pg] == nil {
+		t.pages[pg] = new([pageSize]profile)
+	}
+	return &t.pages[pg][pid&(pageSize-1)]
+}
+
+// del forgets pid's decisions; it reports whether it held any.
+func (t *table) del(pid uint32) bool {
+	pg := int(pid >> pageBits)
+	if pg >= len(t.pages) || t.pages[pg] == nil {
+		return false
+	}
+	p := &t.pages[pg][pid&(pageSize-1)]
+	had := p.set != 0
+	clear(p.d) // no decision stays behind in the backing array
+	*p = profile{}
+	return had
+}
+
+// each calls fn for every profile with a decision, in id order.
+func (t *table) each(fn func(pid uint32, p *profile)) {
+	for pg, page := range t.pages {
+		if page == nil {
+			continue
+		}
+		for i := range page {
+			if p := &page[i]; p.set != 0 {
+				fn(uint32(pg)<<pageBits|uint32(i), p)
+			}
+		}
+	}
 }
 
 // Pebble layout (prefixes 0x20-0x27 are this package's; values start with
@@ -107,40 +199,45 @@ func appendProfile(dst []byte, p *profile) []byte {
 	return dst
 }
 
-func decodeProfile(v []byte) (*profile, error) {
+// decodeProfile reads v into p, which must be empty.
+func decodeProfile(v []byte, p *profile) error {
 	if len(v) < 2 || v[0] != valueVersion {
-		return nil, errCorrupt
+		return errCorrupt
 	}
 	v = v[1:]
 	set, n := binary.Uvarint(v)
 	if n <= 0 {
-		return nil, errCorrupt
+		return errCorrupt
 	}
 	v = v[n:]
-	p := &profile{set: set, d: make([]Decision, 0, bits.OnesCount64(set))}
+	d := make([]Decision, 0, bits.OnesCount64(set))
 	for range bits.OnesCount64(set) {
 		if len(v) < 2 {
-			return nil, errCorrupt
+			return errCorrupt
 		}
-		d := Decision{Status: Status(v[0]), Source: Source(v[1])}
-		if d.Status != Granted && d.Status != Denied || d.Source >= numSources {
-			return nil, errCorrupt
+		x := Decision{Status: Status(v[0]), Source: Source(v[1])}
+		if x.Status != Granted && x.Status != Denied || x.Source >= numSources {
+			return errCorrupt
 		}
 		v = v[2:]
-		if d.Time, n = binary.Varint(v); n <= 0 {
-			return nil, errCorrupt
+		if x.Time, n = binary.Varint(v); n <= 0 {
+			return errCorrupt
 		}
 		v = v[n:]
-		if d.Expires, n = binary.Varint(v); n <= 0 {
-			return nil, errCorrupt
+		if x.Expires, n = binary.Varint(v); n <= 0 {
+			return errCorrupt
 		}
 		v = v[n:]
-		p.d = append(p.d, d)
+		d = append(d, x)
 	}
 	if len(v) != 0 {
-		return nil, errCorrupt
+		return errCorrupt
 	}
-	return p, nil
+	p.set, p.d = set, d
+	if len(d) > 0 {
+		p.resetMinT()
+	}
+	return nil
 }
 
 // expiry is a grant that lapses at at.

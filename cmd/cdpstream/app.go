@@ -114,8 +114,11 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		return a, err
 	}
 	stages := []engine.Stage{resolve}
+	// One buffer pool for the batches' columns, those the batcher builds
+	// and the consent_mask column the consent stage replaces.
+	pool := engine.NewPoolAllocator()
 	if cfg.consentOn() {
-		var opts []segments.Option
+		opts := []segments.Option{segments.WithAllocator(pool)}
 		for _, sc := range cfg.Sinks {
 			if slices.Contains(sc.Records, sink.RecordConsent) {
 				opts = append(opts, segments.WithChangeRecords())
@@ -147,7 +150,7 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	}
 	stages = append(stages, a.aud)
 
-	b, err := ingest.NewBatcher(cfg.Decode, cfg.Batch, engine.NewPoolAllocator())
+	b, err := ingest.NewBatcher(cfg.Decode, cfg.Batch, pool)
 	if err != nil {
 		return a, err
 	}
