@@ -27,6 +27,15 @@ type Config struct {
 	// repeats across a person's events). Default 65536; about 150 bytes
 	// per entry plus the string.
 	CacheEntries int `yaml:"cache_entries"`
+	// StampGranularity bounds how often a repeated decision is written:
+	// a decision equal to the one held but later (the person's
+	// preferences sent again with every event) moves the held timestamp
+	// in memory at once, and is persisted only when it crosses into a new
+	// interval of this length. After a restart a held timestamp may be up
+	// to this much older than the last repeat, so a late event older than
+	// the repeat, but newer than the persisted time, could then win.
+	// Default 1m; 1ns persists every repeat.
+	StampGranularity time.Duration `yaml:"stamp_granularity"`
 }
 
 // Fields are the dotted JSON paths of the consent formats in an event.
@@ -92,6 +101,9 @@ func (c *Config) Defaults() {
 	}
 	if c.CacheEntries == 0 {
 		c.CacheEntries = 65536
+	}
+	if c.StampGranularity == 0 {
+		c.StampGranularity = time.Minute
 	}
 	def := func(p *string, v string) {
 		if *p == "" {
@@ -165,6 +177,9 @@ func (c Config) Validate() error {
 	}
 	if c.Merge != MergeLatest && c.Merge != MergeMostRestrictive {
 		return fmt.Errorf("merge: %q (want latest or most_restrictive)", c.Merge)
+	}
+	if c.StampGranularity < 0 {
+		return errors.New("stamp_granularity: must be >= 0")
 	}
 	if c.CacheEntries < 0 {
 		return errors.New("cache_entries: must be >= 0")

@@ -30,6 +30,8 @@ type Consent struct {
 	cfg  Config
 	db   *pebble.DB
 	comp *engine.Compactor // nil: Erase compacts itself
+	// stampGran is Config.StampGranularity in µs (at least 1).
+	stampGran int64
 
 	mu         sync.RWMutex
 	changes    []engine.Record // consent-change records for the next batch
@@ -97,6 +99,7 @@ func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (
 	}
 	c := &Consent{
 		cat: compile(cfg), cfg: cfg, db: db,
+		stampGran:  max(cfg.StampGranularity.Microseconds(), 1),
 		suppressed: roaring.New(),
 		gone:       map[uint32]struct{}{},
 		redir:      map[uint32]uint32{},
@@ -227,8 +230,11 @@ func (c *Consent) applyTo(p *profile, pid uint32, bit int, d Decision, now int64
 	// the timestamp: the bitmaps already say the same.
 	if !had || prev.Status != d.Status || prev.Expires != 0 || d.Expires != 0 {
 		c.setBits(pid, p, bit, d, now)
+		c.markDirty(pid, p)
+	} else if g := c.stampGran; prev.Source != d.Source || d.Time/g != prev.Time/g {
+		// A repeat is persisted once per StampGranularity interval.
+		c.markDirty(pid, p)
 	}
-	c.markDirty(pid, p)
 	c.m.decision(bit, d.Source, d.Status)
 	return true
 }

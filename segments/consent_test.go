@@ -236,3 +236,55 @@ func TestHTTPErrors(t *testing.T) {
 	_ = http.MethodGet
 	_ = pebble.Sync
 }
+
+// TestStampGranularity: a repeated decision moves the held time in memory
+// at once, but is written only when it enters a new StampGranularity
+// interval, so after a restart the held time is the last one written.
+func TestStampGranularity(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir)
+	defer db.Close()
+	cfg := testConfig()
+	cfg.StampGranularity = time.Minute
+	open := func() *Consent {
+		c, err := New(cfg, db, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const grant = `{"context":{"consent":{"categoryPreferences":{"Analytics":true}}}}`
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	held := func(c *Consent) time.Time {
+		t.Helper()
+		v := c.View(7).Purposes["analytics"]
+		if v.Timestamp == nil {
+			t.Fatal("no analytics decision held")
+		}
+		return *v.Timestamp
+	}
+	c := open()
+	for i, at := range []time.Duration{0, 10 * time.Second, 50 * time.Second} {
+		b := makeBatch(t, uint64(i+1), []row{{pid: 7, ts: t0.Add(at), raw: grant}})
+		if err := c.Process(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		b.Release()
+		if got := held(c); !got.Equal(t0.Add(at)) {
+			t.Fatalf("held time in memory after the repeat at +%v: %v", at, got)
+		}
+	}
+	// Restart: the repeats inside 10:00-10:01 were not written.
+	if got := held(open()); !got.Equal(t0) {
+		t.Fatalf("after restart: held %v, want %v (repeats within the interval are not persisted)", got, t0)
+	}
+	// A repeat in the next interval is written.
+	b := makeBatch(t, 9, []row{{pid: 7, ts: t0.Add(70 * time.Second), raw: grant}})
+	if err := c.Process(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Release()
+	if got := held(open()); !got.Equal(t0.Add(70 * time.Second)) {
+		t.Fatalf("after restart: held %v, want the repeat of the next interval", got)
+	}
+}

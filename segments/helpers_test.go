@@ -15,8 +15,11 @@ import (
 	"github.com/cockroachdb/pebble/vfs"
 )
 
+// testConfig persists every repeated decision (StampGranularity 1ns), so
+// restarts keep exactly the state in memory; TestStampGranularity covers
+// the default.
 func testConfig() Config {
-	return Config{Purposes: []Purpose{
+	return Config{StampGranularity: time.Nanosecond, Purposes: []Purpose{
 		{Name: "analytics", Bit: 0, Default: "denied", Segment: []string{"Analytics"}, OneTrust: []string{"C0002"},
 			Ketch: []string{"analytics"}, MParticle: []string{"analytics"}, TCF: []int{1, 8}},
 		{Name: "advertising", Bit: 1, Default: "denied", Segment: []string{"Advertising"}, OneTrust: []string{"C0004"},
