@@ -15,7 +15,8 @@ import (
 
 const privacyUsage = `Usage:
   cdpstream privacy submit -type T -identity TYPE:VALUE [-identity ...] [-regulation gdpr|ccpa] [-id UUID] [-callback URL]
-        T: erasure, access, portability, suppress, unsuppress; TYPE: an OpenDSR identity type
+        T: erasure, access, portability, suppress, unsuppress, erasure_suppress (rectification
+        needs a body: POST it to /opendsr/requests); TYPE: an OpenDSR identity type
         (email, controller_customer_id, ios_advertising_id, ...); prints the request's receipt
   cdpstream privacy status ID            the request's status (and results_url when ready)
   cdpstream privacy cancel ID            cancel a pending request
