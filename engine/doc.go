@@ -63,8 +63,29 @@
 // # Pebble key families
 //
 // One byte of prefix per family (store.go): 0x02 input offsets per owning
-// stage (engine), 0x03 the keyring (engine), 0x10-0x1f identity, 0x20-0x2f
-// segments, 0x30-0x3f privacy and audit. Engine owns 0x00-0x0f.
+// stage (engine), 0x03 the keyring (engine), 0x04 compaction debt
+// (engine), 0x10-0x1f identity, 0x20-0x2f segments, 0x30-0x3f privacy and
+// audit. Engine owns 0x00-0x0f.
+//
+// # Compaction debt (compact.go)
+//
+// Erasers (identity, consent, audiences) delete a person's keys and stage
+// the deleted spans as debt — identity in the erasure's own synced batch,
+// consent and audiences in a synced batch right after theirs (a crash in
+// between is covered by the privacy request running Erase again):
+//
+//	0x04 | seq (8 BE) → uvarint len(lo) | lo | hi
+//
+// Compactor.Run pays it in the background, woken by each erasure: one
+// flush (the memtable and the WAL files holding the deleted values become
+// obsolete), each span (overlapping ones merged) compacted through every
+// level, then the debt records deleted; debt left by a crash is paid after
+// the next start. A privacy request is completed when the person is gone
+// from every lookup and their keys are destroyed; the physical removal
+// follows within the next pass (cdp_engine_compaction_debt_spans,
+// cdp_engine_compaction_debt_seconds). Erasing inline instead cost one
+// flush and a run of per-level compactions per eraser, each rewriting much
+// of the base level: seconds per request at a million people.
 //
 // # Keyring (keyring.go): encryption at rest, crypto-shredding
 //

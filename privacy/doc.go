@@ -121,6 +121,7 @@
 //	cdp_privacy_requests_total{type,status}   status changes
 //	cdp_privacy_request_seconds{type}         submission to completed
 //	cdp_privacy_step_errors_total{step}       failed steps (retried)
+//	cdp_privacy_step_seconds{step}            duration of each successful step
 //	cdp_privacy_callbacks_total{result}       delivered, retried, failed
 //	cdp_privacy_retention_profiles_total      profiles handed to retention erasures
 //	cdp_privacy_audit_entries_total, cdp_privacy_audit_errors_total
