@@ -222,7 +222,11 @@
 // that (crash, cancelled ctx) leaves them recorded, and the next Erase —
 // the privacy step's retry, even when nothing is left to erase — or Apply
 // of an OpErase finishes the compaction. Pebble deletes obsolete files in
-// the background, moments after the compaction.
+// the background, moments after the compaction. With WithCompactor (what
+// cmd/cdpstream wires) the erased keys are staged as engine compaction
+// debt in the erasure's batch instead, and Erase returns after the commit;
+// the engine.Compactor compacts them in the background with every other
+// eraser's spans.
 //
 // WAL files: Pebble v1.1.5 does not delete an obsolete WAL by default. It
 // keeps up to MemTableStopWritesThreshold+1 of them for recycling, and a
