@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -68,16 +67,7 @@ http:
 	base := "http://" + a.srv.Addr()
 	call := func(method, path, body string) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return apiCall(t, base, token, method, path, body)
 	}
 	if code, b := call("POST", "/v1/audiences", `{"id":"pro","condition":{"trait":{"path":"plan","op":"eq","value":"pro-tier-7f3a"}}}`); code != http.StatusCreated {
 		t.Fatalf("define audience: %d %s", code, b)
@@ -312,16 +302,7 @@ http:
 	base := "http://" + a.srv.Addr()
 	call := func(method, path, body string) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return apiCall(t, base, token, method, path, body)
 	}
 	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("in"))
 	if err != nil {

@@ -73,16 +73,23 @@ func (p *pipeApp) call(method, path, body string) (int, map[string]any) {
 // answer's bytes.
 func (p *pipeApp) callRaw(method, path, body string) (int, []byte) {
 	p.t.Helper()
+	return apiCall(p.t, p.base, p.token, method, path, body)
+}
+
+// apiCall sends a JSON request with a bearer token to base+path (or to
+// path when it is an absolute url) and returns the answer's bytes.
+func apiCall(t *testing.T, base, token, method, path, body string) (int, []byte) {
+	t.Helper()
 	url := path
 	if strings.HasPrefix(path, "/") {
-		url = p.base + path
+		url = base + path
 	}
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+p.token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
