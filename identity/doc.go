@@ -276,11 +276,11 @@
 // "suppressed" (the runner adds it to cdp_engine_dropped_total for every
 // sink), and the batch's offsets still cover it. With no suppressed hash
 // the check is one length test per batch; with some, one map look-up per
-// identifier (BenchmarkSuppressLookup: about 50 ns per event of two
-// identifiers at 1e5 hashes), and a batch that loses rows pays the
-// rebuild (BenchmarkDropRows: about 75 µs for a 4096-row batch with one
-// run dropped, plus roughly 10 µs per further run). Replayed rows are
-// dropped too.
+// identifier (BenchmarkSuppressLookup: 48–80 ns per event of two
+// identifiers at 1e5 hashes on a shared 2-core VM), and a batch that
+// loses rows pays the rebuild (BenchmarkDropRows: 75–110 µs for a
+// 4096-row batch with one run dropped, plus 10–15 µs per further run).
+// Replayed rows are dropped too.
 // An identifier replaced by ReplaceIdentifier passes its suppression to
 // the new value. Erasure does not touch suppression.
 //
