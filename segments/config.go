@@ -30,11 +30,11 @@ type Config struct {
 	// StampGranularity bounds how often a repeated decision is written:
 	// a decision equal to the one held but later (the person's
 	// preferences sent again with every event) moves the held timestamp
-	// in memory at once, and is persisted only when it crosses into a new
-	// interval of this length. After a restart a held timestamp may be up
-	// to this much older than the last repeat, so a late event older than
-	// the repeat, but newer than the persisted time, could then win.
-	// Default 1m; 1ns persists every repeat.
+	// in memory at once, and is written only when the profile was last
+	// written at least this long ago (by the stage's clock). After a
+	// crash the held timestamps are those written, up to this much
+	// processing time behind, so a late event older than a lost repeat
+	// could then win. Default 1m; below 1s every repeat is written.
 	StampGranularity time.Duration `yaml:"stamp_granularity"`
 }
 

@@ -30,7 +30,8 @@ type Consent struct {
 	cfg  Config
 	db   *pebble.DB
 	comp *engine.Compactor // nil: Erase compacts itself
-	// stampGran is Config.StampGranularity in µs (at least 1).
+	// stampGran is Config.StampGranularity in µs; 0 (a granularity below
+	// a second) writes every repeat.
 	stampGran int64
 
 	mu         sync.RWMutex
@@ -61,6 +62,15 @@ type Consent struct {
 
 	now func() time.Time
 	m   *metrics
+}
+
+// stampGranularity is g in µs, or 0 when g is below a second (the
+// profile's last write time is kept in seconds).
+func stampGranularity(g time.Duration) int64 {
+	if g < time.Second {
+		return 0
+	}
+	return g.Microseconds()
 }
 
 // Option tunes New.
@@ -99,7 +109,7 @@ func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (
 	}
 	c := &Consent{
 		cat: compile(cfg), cfg: cfg, db: db,
-		stampGran:  max(cfg.StampGranularity.Microseconds(), 1),
+		stampGran:  stampGranularity(cfg.StampGranularity),
 		suppressed: roaring.New(),
 		gone:       map[uint32]struct{}{},
 		redir:      map[uint32]uint32{},
@@ -231,8 +241,8 @@ func (c *Consent) applyTo(p *profile, pid uint32, bit int, d Decision, now int64
 	if !had || prev.Status != d.Status || prev.Expires != 0 || d.Expires != 0 {
 		c.setBits(pid, p, bit, d, now)
 		c.markDirty(pid, p)
-	} else if g := c.stampGran; prev.Source != d.Source || d.Time/g != prev.Time/g {
-		// A repeat is persisted once per StampGranularity interval.
+	} else if prev.Source != d.Source || c.stampGran == 0 || now-int64(p.saved)*1e6 >= c.stampGran {
+		// A repeat is written at most once per StampGranularity.
 		c.markDirty(pid, p)
 	}
 	c.m.decision(bit, d.Source, d.Status)
@@ -462,11 +472,13 @@ func (c *Consent) persist() error {
 	// In key order: the memtable inserts a sorted run far faster (each
 	// insert starts from the previous one's position in the skiplist).
 	slices.Sort(c.dirty)
+	saved := uint32(c.now().Unix())
 	for _, pid := range c.dirty {
 		p := c.profiles.get(pid)
 		if p == nil {
 			continue // merged away
 		}
+		p.saved = saved
 		c.key = profileKey(c.key[:0], prefixProfile, pid)
 		c.val = appendProfile(c.val[:0], p)
 		if err := w.Set(c.key, c.val, nil); err != nil {

@@ -238,23 +238,25 @@ func TestHTTPErrors(t *testing.T) {
 }
 
 // TestStampGranularity: a repeated decision moves the held time in memory
-// at once, but is written only when it enters a new StampGranularity
-// interval, so after a restart the held time is the last one written.
+// at once, but is written only when its profile was last written at least
+// StampGranularity ago by the stage's clock, so after a restart the held
+// time is the last one written.
 func TestStampGranularity(t *testing.T) {
 	dir := t.TempDir()
 	db := openDB(t, dir)
 	defer db.Close()
 	cfg := testConfig()
 	cfg.StampGranularity = time.Minute
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	clock := t0
 	open := func() *Consent {
-		c, err := New(cfg, db, nil)
+		c, err := New(cfg, db, nil, WithClock(func() time.Time { return clock }))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
 	const grant = `{"context":{"consent":{"categoryPreferences":{"Analytics":true}}}}`
-	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
 	held := func(c *Consent) time.Time {
 		t.Helper()
 		v := c.View(7).Purposes["analytics"]
@@ -264,8 +266,10 @@ func TestStampGranularity(t *testing.T) {
 		return *v.Timestamp
 	}
 	c := open()
-	for i, at := range []time.Duration{0, 10 * time.Second, 50 * time.Second} {
-		b := makeBatch(t, uint64(i+1), []row{{pid: 7, ts: t0.Add(at), raw: grant}})
+	process := func(seq uint64, at time.Duration) {
+		t.Helper()
+		clock = t0.Add(at) // events processed as they happen
+		b := makeBatch(t, seq, []row{{pid: 7, ts: t0.Add(at), raw: grant}})
 		if err := c.Process(context.Background(), b); err != nil {
 			t.Fatal(err)
 		}
@@ -274,17 +278,39 @@ func TestStampGranularity(t *testing.T) {
 			t.Fatalf("held time in memory after the repeat at +%v: %v", at, got)
 		}
 	}
-	// Restart: the repeats inside 10:00-10:01 were not written.
-	if got := held(open()); !got.Equal(t0) {
-		t.Fatalf("after restart: held %v, want %v (repeats within the interval are not persisted)", got, t0)
+	for i, at := range []time.Duration{0, 10 * time.Second, 50 * time.Second} {
+		process(uint64(i+1), at)
 	}
-	// A repeat in the next interval is written.
-	b := makeBatch(t, 9, []row{{pid: 7, ts: t0.Add(70 * time.Second), raw: grant}})
+	// Restart: the repeats within a minute of the first write were not written.
+	if got := held(open()); !got.Equal(t0) {
+		t.Fatalf("after restart: held %v, want %v (repeats within the granularity are not written)", got, t0)
+	}
+	// A minute after the last write, a repeat is written.
+	process(9, 70*time.Second)
+	if got := held(open()); !got.Equal(t0.Add(70 * time.Second)) {
+		t.Fatalf("after restart: held %v, want the repeat a minute after the last write", got)
+	}
+	// What counts is processing time, not event time: a repeat stamped ten
+	// minutes later but processed 10 s after the last write is not written
+	// (a backlog replays a day of events in seconds).
+	clock = t0.Add(80 * time.Second)
+	b := makeBatch(t, 10, []row{{pid: 7, ts: t0.Add(10 * time.Minute), raw: grant}})
 	if err := c.Process(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
 	b.Release()
 	if got := held(open()); !got.Equal(t0.Add(70 * time.Second)) {
-		t.Fatalf("after restart: held %v, want the repeat of the next interval", got)
+		t.Fatalf("after restart: held %v, want +70s (the later repeat came 10 s after the last write)", got)
+	}
+	// A different status is always written.
+	const deny = `{"context":{"consent":{"categoryPreferences":{"Analytics":false}}}}`
+	clock = t0.Add(85 * time.Second)
+	b = makeBatch(t, 11, []row{{pid: 7, ts: t0.Add(11 * time.Minute), raw: deny}})
+	if err := c.Process(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Release()
+	if v := open().View(7).Purposes["analytics"]; v.Status != "denied" {
+		t.Fatalf("after restart: %+v, want the denial written at once", v)
 	}
 }

@@ -63,6 +63,10 @@ type profile struct {
 	// mark is the epoch of Process or PUT that last listed the profile as
 	// dirty (Consent.markDirty); scratch, not state.
 	mark uint32
+	// saved is when (the stage's clock, unix seconds) the profile was
+	// last written; a repeated decision is written again only
+	// StampGranularity later. Not state: 0 after a restart.
+	saved uint32
 }
 
 func (p *profile) idx(bit int) int { return bits.OnesCount64(p.set & (1<<bit - 1)) }
