@@ -122,9 +122,15 @@
 // separate from identity's batch, which commits identity and the input
 // offsets atomically. Consent application is idempotent, so a replay after a
 // crash converges; putting both in one Pebble batch is the next step.
+// A repeat (same status, later time: a person's preferences sent with
+// every event) moves the held time in memory and marks the profile dirty
+// only if it was last written Config.StampGranularity ago (default 1m, by
+// the stage's clock; profile.saved): after a crash a held time can be up
+// to that much processing behind, so a late decision older than a lost
+// repeat could win. Status changes, new purposes and expiring grants are
+// always written.
 // Not yet: bitmap snapshots stored with the offsets (the bitmaps are
-// rebuilt by scanning 0x20 at start), consent-change records to sinks,
-// the consent record type on the input topic, field minimisation.
+// rebuilt by scanning 0x20 at start).
 //
 // # Memory
 //
