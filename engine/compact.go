@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,9 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// PrefixCompact holds compaction debt: PrefixCompact | seq (8 BE) →
-// uvarint len(lo) | lo | hi, one key span whose deleted values must leave
-// the SSTs.
+// PrefixCompact holds compaction debt: PrefixCompact | SHA-256(value)[:16]
+// → value = uvarint len(lo) | lo | hi, one key span whose deleted values
+// must leave the SSTs. Keys are derived from the span, so any number of
+// Compactors on one store never overwrite each other's debt, and a span
+// staged twice is one record.
 const PrefixCompact byte = 0x04
 
 // Compactor forces deleted values out of the store's files, off the
@@ -37,7 +40,6 @@ type Compactor struct {
 	db   *pebble.DB
 	log  *slog.Logger
 	mu   sync.Mutex
-	seq  uint64
 	wake chan struct{}
 	idle chan struct{} // closed when no debt is left; replaced on Stage
 
@@ -71,7 +73,6 @@ func NewCompactor(db *pebble.DB, reg prometheus.Registerer, log *slog.Logger) (*
 		return nil, err
 	}
 	if n := len(spans); n > 0 {
-		c.seq = binary.BigEndian.Uint64(spans[n-1].key[1:])
 		c.pending.Set(float64(n))
 	} else {
 		close(c.idle)
@@ -84,13 +85,10 @@ type debtSpan struct{ key, lo, hi []byte }
 // Stage adds the span [lo, hi) to the debt in w, the batch that deletes
 // it. Call Staged after w committed.
 func (c *Compactor) Stage(w *pebble.Batch, lo, hi []byte) error {
-	c.mu.Lock()
-	c.seq++
-	k := binary.BigEndian.AppendUint64([]byte{PrefixCompact}, c.seq)
-	c.mu.Unlock()
 	v := binary.AppendUvarint(nil, uint64(len(lo)))
 	v = append(append(v, lo...), hi...)
-	return w.Set(k, v, nil)
+	sum := sha256.Sum256(v)
+	return w.Set(append([]byte{PrefixCompact}, sum[:16]...), v, nil)
 }
 
 // Add records spans in a synced batch of their own (for erasers whose
@@ -237,7 +235,7 @@ func (c *Compactor) debt() ([]debtSpan, error) {
 	for it.First(); it.Valid(); it.Next() {
 		k, v := it.Key(), it.Value()
 		n, w := binary.Uvarint(v)
-		if len(k) != 9 || w <= 0 || uint64(len(v)-w) < n {
+		if len(k) != 17 || w <= 0 || uint64(len(v)-w) < n {
 			return nil, errors.New("engine: corrupt compaction debt record")
 		}
 		v = v[w:]

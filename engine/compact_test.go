@@ -78,6 +78,9 @@ func TestCompactorPaysDebt(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-c.Idle()
+	// Pebble deletes obsolete files in the background, moments after the
+	// compaction that made them obsolete.
+	db.TestOnlyWaitForCleaning()
 	for _, i := range []int{7, 8, 300} {
 		if inFiles(t, dir, secret(i)) {
 			t.Errorf("deleted value %d still in the store's files after compaction", i)

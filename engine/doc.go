@@ -74,7 +74,7 @@
 // consent and audiences in a synced batch right after theirs (a crash in
 // between is covered by the privacy request running Erase again):
 //
-//	0x04 | seq (8 BE) → uvarint len(lo) | lo | hi
+//	0x04 | SHA-256(value)[:16] → value: uvarint len(lo) | lo | hi
 //
 // Compactor.Run pays it in the background, woken by each erasure: one
 // flush (the memtable and the WAL files holding the deleted values become

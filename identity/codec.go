@@ -22,7 +22,8 @@ const (
 
 	metaCounters byte = 0x01 // → v1 | uvarint next profile id | uvarint next log seq
 	metaSecret   byte = 0x02 // → HMAC(secret, secretCheck)[:16]
-	metaCompact  byte = 0x03 // → v1 | uvarint n | n × (uvarint len | key): erased keys still to compact
+	// 0x03 is free: it held erased keys to compact, now engine compaction
+	// debt (0x04).
 
 	valueV1 byte = 1
 )

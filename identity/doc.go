@@ -83,8 +83,7 @@
 //	0x10 0x02                 → hmac16 of the check string "...secret check v2" (as an
 //	                              identifier of type ""): New refuses another secret
 //	                              (ErrSecretMismatch) and the v1 derivation (ErrOldDerivation)
-//	0x10 0x03                 → v | uvarint n, n × (uvarint len, key): erased keys not yet
-//	                              compacted (sorted; absent when none)
+//	0x10 0x03                 free (erased keys to compact are engine compaction debt, 0x04)
 //	0x10 0x04                 → v | uvarint next suppression group id (absent: 1)
 //	0x11 | hmac16             → v | uvarint profile id | varint last seen (unix s)
 //	0x12 | profile id (4 BE)  → 2 | 0 (live) | varint created (unix s)       (with a keyring)
@@ -213,20 +212,18 @@
 //     Suppression (0x18/0x19) is not touched either: it is meant to
 //     outlive the erasure.
 //
-// The batch also records the keys it erased (the profile keys' included)
-// under 0x10 0x03. After the
-// commit, without the Graph's lock, Erase flushes Pebble (the memtable
-// and the WAL files holding the old values become obsolete) and compacts
-// each recorded key through every level, so no SST keeps the old values;
-// then it removes those keys from the record. A call interrupted before
-// that (crash, cancelled ctx) leaves them recorded, and the next Erase —
-// the privacy step's retry, even when nothing is left to erase — or Apply
-// of an OpErase finishes the compaction. Pebble deletes obsolete files in
-// the background, moments after the compaction. With WithCompactor (what
-// cmd/cdpstream wires) the erased keys are staged as engine compaction
-// debt in the erasure's batch instead, and Erase returns after the commit;
-// the engine.Compactor compacts them in the background with every other
-// eraser's spans.
+// The batch also stages the keys it erased (the profile keys' included)
+// as engine compaction debt (engine.Compactor, 0x04). With WithCompactor
+// (what cmd/cdpstream wires) Erase returns after the commit and the shared
+// compactor pays the debt in the background with every other eraser's
+// spans. Without it the Graph's own compactor pays it before Erase
+// returns, without the Graph's lock: one flush (the memtable and the WAL
+// files holding the old values become obsolete), then each key compacted
+// through every level, so no SST keeps the old values. A call interrupted
+// before that (crash, cancelled ctx) leaves the debt recorded, and the
+// next Erase — the privacy step's retry, even when nothing is left to
+// erase — or Apply of an OpErase pays it. Pebble deletes obsolete files in
+// the background, moments after the compaction.
 //
 // WAL files: Pebble v1.1.5 does not delete an obsolete WAL by default. It
 // keeps up to MemTableStopWritesThreshold+1 of them for recycling, and a

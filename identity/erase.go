@@ -1,9 +1,7 @@
 package identity
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,8 +17,10 @@ import (
 // the merge-log entries naming any of them (which become anonymous
 // tombstones, see LogEntry.Erased) — all in one synced Pebble batch of
 // OpErase ops applied through the single writer, so OnCommit hooks see
-// them. Caches drop the records. Then Pebble is flushed and the erased keys
-// are compacted so the old bytes leave the SSTs.
+// them. Caches drop the records. The erased keys are staged in the same
+// batch as compaction debt (engine.Compactor); without WithCompactor the
+// Graph's own compactor then flushes Pebble and compacts them before Erase
+// returns, so the old bytes leave the SSTs.
 //
 // pids are live (canonical) profile ids; Erase does not follow a redirect.
 // A merged id is fine when its survivor is in pids too (it is erased with
@@ -28,8 +28,8 @@ import (
 // the person's identifiers now live in the survivor and erasing only the
 // redirect would leave them there. An unknown or already erased id is not
 // an error: Erase is idempotent, and a call that finds nothing left to
-// erase still finishes any compaction an interrupted call left pending
-// (the keys to compact are recorded in the erase batch).
+// erase still pays any debt an interrupted call left (the keys to compact
+// are recorded in the erase batch).
 //
 // Profile ids are never reused: an event carrying an erased identifier
 // later creates a new profile with a new id.
@@ -40,10 +40,18 @@ func (g *Graph) Erase(ctx context.Context, pids []uint32) error {
 	if err := g.erase(pids); err != nil {
 		return err
 	}
-	if g.comp != nil {
+	return g.compactErased(ctx)
+}
+
+// compactErased hands the debt an erasure staged to the compactor: the
+// shared one compacts in the background; the Graph's own compacts now,
+// without g.mu (the resolution stage goes on meanwhile).
+func (g *Graph) compactErased(ctx context.Context) error {
+	if !g.ownComp {
 		g.comp.Staged()
+		return nil
 	}
-	return g.compactPending(ctx)
+	return g.comp.CompactNow(ctx)
 }
 
 func (g *Graph) erase(pids []uint32) error {
@@ -221,112 +229,10 @@ func (tx *txn) stageErasure(w *pebble.Batch) error {
 	if len(tx.compact) == 0 {
 		return nil
 	}
-	if c := tx.g.comp; c != nil {
-		for _, k := range tx.compact {
-			if err := c.Stage(w, k, append(slices.Clip(k), 0)); err != nil {
-				return fmt.Errorf("cannot stage identity write: %w", err)
-			}
+	for _, k := range tx.compact {
+		if err := tx.g.comp.Stage(w, k, append(slices.Clip(k), 0)); err != nil {
+			return fmt.Errorf("cannot stage identity write: %w", err)
 		}
-		return nil
-	}
-	old, err := tx.g.pendingCompaction()
-	if err != nil {
-		return err
-	}
-	if err := w.Set([]byte{prefixMeta, metaCompact}, appendKeyList(nil, append(old, tx.compact...)), nil); err != nil {
-		return fmt.Errorf("cannot stage identity write: %w", err)
 	}
 	return nil
-}
-
-// pendingCompaction returns the erased keys not yet compacted. g.mu must
-// be held.
-func (g *Graph) pendingCompaction() ([][]byte, error) {
-	v, closer, err := g.db.Get([]byte{prefixMeta, metaCompact})
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot read pending compactions: %w", err)
-	}
-	defer closer.Close()
-	return decodeKeyList(v)
-}
-
-// compactPending flushes Pebble and compacts every erased key recorded as
-// pending, then removes those keys from the record. It runs without g.mu:
-// the resolution stage goes on meanwhile. Keys recorded by a concurrent
-// erasure after the read stay pending for its own compaction.
-func (g *Graph) compactPending(ctx context.Context) error {
-	g.mu.Lock()
-	keys, err := g.pendingCompaction()
-	g.mu.Unlock()
-	if err != nil || len(keys) == 0 {
-		return err
-	}
-	// Flush first: the memtable, and the WAL files holding the erased
-	// values, become obsolete (see doc.go on what Pebble does with them).
-	if err := g.db.Flush(); err != nil {
-		return fmt.Errorf("cannot flush after erasure: %w", err)
-	}
-	for _, k := range keys {
-		if err := ctx.Err(); err != nil {
-			return err // still pending: the next Erase (or Apply of an erase) finishes it
-		}
-		if err := g.db.Compact(k, append(slices.Clip(k), 0), false); err != nil {
-			return fmt.Errorf("cannot compact erased keys: %w", err)
-		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	cur, err := g.pendingCompaction()
-	if err != nil {
-		return err
-	}
-	left := slices.DeleteFunc(cur, func(k []byte) bool {
-		_, done := slices.BinarySearchFunc(keys, k, bytes.Compare)
-		return done
-	})
-	mk := []byte{prefixMeta, metaCompact}
-	if len(left) == 0 {
-		err = g.db.Delete(mk, pebble.Sync)
-	} else {
-		err = g.db.Set(mk, appendKeyList(nil, left), pebble.Sync)
-	}
-	if err != nil {
-		return fmt.Errorf("cannot record finished compactions: %w", err)
-	}
-	return nil
-}
-
-// appendKeyList encodes keys sorted and without duplicates.
-func appendKeyList(dst []byte, keys [][]byte) []byte {
-	keys = slices.Clone(keys)
-	slices.SortFunc(keys, bytes.Compare)
-	keys = slices.CompactFunc(keys, bytes.Equal)
-	dst = append(dst, valueV1)
-	dst = binary.AppendUvarint(dst, uint64(len(keys)))
-	for _, k := range keys {
-		dst = binary.AppendUvarint(dst, uint64(len(k)))
-		dst = append(dst, k...)
-	}
-	return dst
-}
-
-func decodeKeyList(v []byte) ([][]byte, error) {
-	if len(v) < 1 || v[0] != valueV1 {
-		return nil, corrupt("pending compactions")
-	}
-	d := decoder{b: v[1:]}
-	keys := make([][]byte, d.count(2))
-	for i := range keys {
-		keys[i] = []byte(d.str(1 << 10))
-	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("pending compactions trailing bytes")
-	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	return keys, nil
 }

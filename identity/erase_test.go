@@ -164,12 +164,19 @@ func testEraseOnDisk(t *testing.T, plain bool) {
 			t.Fatal("the control value is not found: the scan cannot see plain values")
 		}
 	}
-	if _, closer, err := tg.db.Get([]byte{prefixMeta, metaCompact}); !errors.Is(err, pebble.ErrNotFound) {
-		if err == nil {
-			closer.Close()
-		}
-		t.Fatalf("compactions still pending after Erase: %v", err)
+	select {
+	case <-tg.g.comp.Idle():
+	default:
+		t.Fatal("compaction debt still pending after Erase")
 	}
+	debt, err := tg.db.NewIter(&pebble.IterOptions{LowerBound: []byte{engine.PrefixCompact}, UpperBound: []byte{engine.PrefixCompact + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if debt.First() {
+		t.Fatalf("compaction debt record %x left after Erase", debt.Key())
+	}
+	debt.Close()
 	// Still true after a restart (the WAL replayed at open).
 	tg.restart()
 	tg.db.TestOnlyWaitForCleaning()

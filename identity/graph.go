@@ -70,10 +70,12 @@ type Graph struct {
 	// kr seals identifier values in profile records (nil: plain v1
 	// records); pt is plaintext scratch, scrubbed after each use.
 	kr *engine.Keyring
-	// comp, if set, takes the erased keys as compaction debt (Erase does
-	// not compact them itself).
-	comp *engine.Compactor
-	pt   []byte
+	// comp takes the erased keys as compaction debt: the caller's
+	// (WithCompactor, paid in the background) or, ownComp, the Graph's
+	// own, paid before Erase returns.
+	comp    *engine.Compactor
+	ownComp bool
+	pt      []byte
 
 	onCommit func([]Op)
 }
@@ -133,6 +135,13 @@ func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (
 	}
 	for _, o := range opts {
 		o(g)
+	}
+	if g.comp == nil {
+		c, err := engine.NewCompactor(db, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		g.comp, g.ownComp = c, true
 	}
 	g.idc = newGenCache[hash](cfg.CacheBytes*3/4, identSize)
 	g.pc = newGenCache[uint32](cfg.CacheBytes/4, profileSize)

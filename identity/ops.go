@@ -783,10 +783,7 @@ func (g *Graph) Apply(ops []Op) error {
 	if err != nil || !slices.ContainsFunc(ops, func(op Op) bool { return op.Kind == OpErase }) {
 		return err
 	}
-	if g.comp != nil {
-		g.comp.Staged()
-	}
-	return g.compactPending(context.Background())
+	return g.compactErased(context.Background())
 }
 
 func (g *Graph) applyLocked(ops []Op) error {

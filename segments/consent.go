@@ -26,10 +26,14 @@ import (
 // methods are safe for concurrent use: Process holds the write lock for a
 // batch; policies' Select and the HTTP handlers take the read lock.
 type Consent struct {
-	cat  *catalogue
-	cfg  Config
-	db   *pebble.DB
-	comp *engine.Compactor // nil: Erase compacts itself
+	cat *catalogue
+	cfg Config
+	db  *pebble.DB
+	// comp takes the ranges Erase deleted as compaction debt: the
+	// caller's (WithCompactor, paid in the background) or, ownComp, the
+	// stage's own, paid before Erase returns.
+	comp    *engine.Compactor
+	ownComp bool
 	// stampGran is Config.StampGranularity in µs; 0 (a granularity below
 	// a second) writes every repeat.
 	stampGran int64
@@ -121,6 +125,13 @@ func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (
 	}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.comp == nil {
+		comp, err := engine.NewCompactor(db, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		c.comp, c.ownComp = comp, true
 	}
 	if c.maskB == nil {
 		c.maskB = array.NewUint64Builder(memory.DefaultAllocator)

@@ -2,6 +2,7 @@ package segments
 
 import (
 	"container/heap"
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -62,10 +63,13 @@ func (c *Consent) Erase(pids ...uint32) error {
 		return err
 	}
 	c.erasePolicies(set)
-	if c.comp != nil {
-		return c.comp.Add(profileSpans(erasedPrefixes, pids)...)
+	if err := c.comp.Add(profileSpans(erasedPrefixes, pids)...); err != nil {
+		return err
 	}
-	return compactProfiles(c.db, erasedPrefixes, pids)
+	if c.ownComp {
+		return c.comp.CompactNow(context.Background())
+	}
+	return nil
 }
 
 // eraseState commits the deletes and drops the in-memory state, under the
@@ -177,21 +181,6 @@ func (c *stringCache) reset() {
 	}
 	clear(c.cur)
 	clear(c.prev)
-}
-
-// compactProfiles flushes the memtable and compacts, for each family
-// prefix, the key range of each run of consecutive profile ids, so that
-// deleted records leave the SSTs.
-func compactProfiles(db *pebble.DB, prefixes []byte, pids []uint32) error {
-	if err := db.Flush(); err != nil {
-		return fmt.Errorf("cannot flush after erasure: %w", err)
-	}
-	for _, sp := range profileSpans(prefixes, pids) {
-		if err := db.Compact(sp[0], sp[1], true); err != nil {
-			return fmt.Errorf("cannot compact erased consent: %w", err)
-		}
-	}
-	return nil
 }
 
 // profileSpans returns, for each family prefix, the key span of each run

@@ -1,6 +1,7 @@
 package audience
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -138,60 +139,40 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 	return auds, nil
 }
 
-// compactErased flushes the memtable and compacts the erased profiles'
-// traits, counters and membership rows (per run of consecutive ids, per
-// audience for memberships), outside the store's lock.
+// compactErased stages the erased profiles' traits, counters, keys and
+// membership rows (per run of consecutive ids, per audience for
+// memberships) as compaction debt, after the erasure committed (a crash in
+// between is covered by the privacy request running Erase again). The
+// store's own compactor pays it at once, outside the store's lock; a
+// shared one (WithCompactor) in the background.
 func (s *Store) compactErased(ids []uint32, auds []string) error {
 	var spans [][2][]byte
-	compact := func(lo, hi []byte) error {
-		if s.comp != nil {
-			spans = append(spans, [2][]byte{lo, hi})
-			return nil
-		}
-		if err := s.db.Compact(lo, hi, true); err != nil {
-			return fmt.Errorf("cannot compact erased profiles: %w", err)
-		}
-		return nil
-	}
-	if s.comp != nil {
-		defer func() {
-			if len(spans) > 0 {
-				// Recorded after the erasure committed: a crash in between
-				// is covered by the privacy request running Erase again.
-				_ = s.comp.Add(spans...)
-			}
-		}()
-	} else if err := s.db.Flush(); err != nil {
-		return fmt.Errorf("cannot flush after erasure: %w", err)
-	}
 	for _, r := range runs(ids) {
 		first, last := r[0], r[1]
 		hiTraits := []byte{prefixTraits + 1}
 		if last != ^uint32(0) {
 			hiTraits = traitsKey(nil, last+1)
 		}
-		if err := compact(traitsKey(nil, first), hiTraits); err != nil {
-			return err
-		}
 		lo, _ := counterRange(first)
 		_, hi := counterRange(last)
-		if err := compact(lo, hi); err != nil {
-			return err
-		}
+		spans = append(spans, [2][]byte{traitsKey(nil, first), hiTraits}, [2][]byte{lo, hi})
 		if s.kr != nil {
-			if err := compact(engine.KeyringSpan(first, last)); err != nil {
-				return err
-			}
+			klo, khi := engine.KeyringSpan(first, last)
+			spans = append(spans, [2][]byte{klo, khi})
 		}
 		for _, id := range auds {
 			hi := append(append([]byte{prefixMember}, id...), 1)
 			if last != ^uint32(0) {
 				hi = memberKey(nil, id, last+1)
 			}
-			if err := compact(memberKey(nil, id, first), hi); err != nil {
-				return err
-			}
+			spans = append(spans, [2][]byte{memberKey(nil, id, first), hi})
 		}
+	}
+	if err := s.comp.Add(spans...); err != nil {
+		return err
+	}
+	if s.ownComp {
+		return s.comp.CompactNow(context.Background())
 	}
 	return nil
 }

@@ -122,8 +122,12 @@ type Store struct {
 	db      *pebble.DB
 	consent ConsentView
 	onChg   func([]Change)
-	kr      *engine.Keyring   // nil: traits in plain
-	comp    *engine.Compactor // nil: Erase compacts itself
+	kr      *engine.Keyring // nil: traits in plain
+	// comp takes the ranges Erase deleted as compaction debt: the caller's
+	// (WithCompactor, paid in the background) or, ownComp, the store's
+	// own, paid before Erase returns.
+	comp    *engine.Compactor
+	ownComp bool
 	now     func() time.Time
 	reg     prometheus.Registerer
 	m       *metrics
@@ -229,6 +233,13 @@ func New(cfg Config, db *pebble.DB, opts ...Option) (*Store, error) {
 		incs: map[ctrInc]int64{}, csets: map[string]consentSets{}}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.comp == nil {
+		c, err := engine.NewCompactor(db, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		s.comp, s.ownComp = c, true
 	}
 	if err := s.registerMetrics(); err != nil {
 		return nil, err
