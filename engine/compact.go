@@ -172,11 +172,9 @@ func (c *Compactor) CompactNow(ctx context.Context) error {
 	if err := c.db.Flush(); err != nil {
 		return fmt.Errorf("cannot flush before compacting erased data: %w", err)
 	}
-	merged := make([]debtSpan, len(spans))
-	copy(merged, spans)
-	slices.SortFunc(merged, func(a, b debtSpan) int { return bytes.Compare(a.lo, b.lo) })
+	slices.SortFunc(spans, func(a, b debtSpan) int { return bytes.Compare(a.lo, b.lo) })
 	var runs [][2][]byte
-	for _, s := range merged {
+	for _, s := range spans {
 		if n := len(runs); n > 0 && bytes.Compare(s.lo, runs[n-1][1]) <= 0 {
 			if bytes.Compare(s.hi, runs[n-1][1]) > 0 {
 				runs[n-1][1] = s.hi

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/cdpstream/cdpstream/engine"
 )
@@ -152,7 +151,7 @@ func summarize(r *record) Summary {
 	s := Summary{ID: r.Req.ID, Type: r.Req.Type, Regulation: r.Req.Regulation, Status: r.Status, ControllerID: r.Controller,
 		ReceivedTime: rfc3339(r.Received), ExpectedTime: rfc3339(r.Expected), Origin: r.Origin, Attempts: r.Attempts}
 	if !r.Finished.IsZero() {
-		s.FinishedTime = r.Finished.UTC().Format(time.RFC3339)
+		s.FinishedTime = rfc3339(r.Finished)
 	}
 	return s
 }
