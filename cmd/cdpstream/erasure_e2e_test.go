@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cdpstream/cdpstream/engine"
 )
@@ -63,32 +61,11 @@ http:
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, done, stop := startApp(t, cfg)
-	base := "http://" + a.srv.Addr()
-	call := func(method, path, body string) (int, []byte) {
-		t.Helper()
-		return apiCall(t, base, token, method, path, body)
-	}
+	a, call, produce, stop := startKafkaApp(t, cfg, brokers, token)
 	if code, b := call("POST", "/v1/audiences", `{"id":"pro","condition":{"trait":{"path":"plan","op":"eq","value":"pro-tier-7f3a"}}}`); code != http.StatusCreated {
 		t.Fatalf("define audience: %d %s", code, b)
 	}
 
-	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("in"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	sent := 0
-	produce := func(events ...string) {
-		t.Helper()
-		for _, e := range events {
-			if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte(e)}).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
-			sent++
-		}
-		waitConsumed(t, a, done, uint64(sent))
-	}
 	// Jane: three devices, two emails, one user id, consent, a trait.
 	values := []string{"jane-user-41", "jane.first@example.com", "jane.second@example.org",
 		"anon-phone-9c1", "anon-laptop-77e", "anon-tablet-d04", "device-phone-5b2", "device-laptop-e19", "device-tablet-0aa", "pro-tier-7f3a",
@@ -298,28 +275,7 @@ http:
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, done, stop := startApp(t, cfg)
-	base := "http://" + a.srv.Addr()
-	call := func(method, path, body string) (int, []byte) {
-		t.Helper()
-		return apiCall(t, base, token, method, path, body)
-	}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("in"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	sent := 0
-	produce := func(events ...string) {
-		t.Helper()
-		for _, e := range events {
-			if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte(e)}).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
-			sent++
-		}
-		waitConsumed(t, a, done, uint64(sent))
-	}
+	a, call, produce, stop := startKafkaApp(t, cfg, brokers, token)
 	lookup := func(typ, value string) (int, uint32) {
 		code, b := call("GET", "/v1/profiles/lookup?type="+typ+"&value="+url.QueryEscape(value), "")
 		var v struct {

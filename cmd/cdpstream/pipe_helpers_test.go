@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // pipeApp is an instance reading NDJSON from a pipe, with its HTTP API on
@@ -115,4 +118,36 @@ func dsrBody(id, typ, identityType, value, extensions string) string {
 	}
 	return fmt.Sprintf(`{"regulation":"gdpr","subject_request_id":%q,"subject_request_type":%q,"submitted_time":"2026-11-23T10:00:00Z",
 		"subject_identities":[{"identity_type":%q,"identity_value":%q,"identity_format":"raw"}],"api_version":"2.0"%s}`, id, typ, identityType, value, ext)
+}
+
+// startKafkaApp starts the instance of cfg, whose source reads topic "in"
+// of brokers, and returns it with call (the API with token), produce
+// (writes events to "in" and waits until they are processed and
+// committed) and stop (graceful).
+func startKafkaApp(t *testing.T, cfg *Config, brokers []string, token string) (a *app,
+	call func(method, path, body string) (int, []byte), produce func(events ...string), stop func()) {
+	t.Helper()
+	a, done, stop := startApp(t, cfg)
+	base := "http://" + a.srv.Addr()
+	call = func(method, path, body string) (int, []byte) {
+		t.Helper()
+		return apiCall(t, base, token, method, path, body)
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic("in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	sent := 0
+	produce = func(events ...string) {
+		t.Helper()
+		for _, e := range events {
+			if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte(e)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+		waitConsumed(t, a, done, uint64(sent))
+	}
+	return a, call, produce, stop
 }
