@@ -126,7 +126,7 @@ func BenchmarkBitmapMemory(b *testing.B) {
 
 // TestProcessAllocsPerBatch: Process allocates per batch (the new mask
 // column and record, metrics, Pebble's write batch), never per row: a
-// 4096-row batch costs as many allocations as a 1024-row one over the same
+// 4096-row batch costs about as many allocations as a 1024-row one over the same
 // 1000 profiles, whether its rows are ties or newer decisions that move
 // the profiles' timestamps (persisted).
 func TestProcessAllocsPerBatch(t *testing.T) {
@@ -161,7 +161,10 @@ func TestProcessAllocsPerBatch(t *testing.T) {
 	for _, newer := range []bool{false, true} {
 		small, large := allocs(1024, newer), allocs(4096, newer)
 		t.Logf("newer=%v: %v allocations per 1024-row batch, %v per 4096-row batch", newer, small, large)
-		if large > small+1 {
+		// Per-row allocation would add thousands for the 3072 extra rows;
+		// the slack of 1% of them absorbs sync.Pool, which drops pooled
+		// objects at random under the race detector (Pebble's batches).
+		if large > small+float64(4096-1024)/100 {
 			t.Errorf("newer=%v: %v allocations per 4096-row batch, %v per 1024-row batch: something allocates per row", newer, large, small)
 		}
 	}
