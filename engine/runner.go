@@ -14,13 +14,22 @@ import (
 // RunnerConfig tunes the pipeline runner.
 type RunnerConfig struct {
 	// QueueDepth is how many batches may wait between two pipeline steps
-	// (source → stages, stages → each sink, sinks → commit). Memory is
-	// bounded by about (3 + sinks) × QueueDepth batches. Default 4.
+	// (source → first stage, stage → stage, last stage → each sink, sinks →
+	// commit). Memory is bounded by about (3 + stages + sinks) × QueueDepth
+	// batches. Default 4.
 	QueueDepth int `yaml:"queue_depth"`
 	// DrainTimeout bounds how long a shutdown may take to finish the batches
 	// in flight before Run gives up and returns; uncommitted batches are
 	// then replayed on the next start. Default 30s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// SerialStages runs every stage on a batch before the first stage
+	// starts the next batch (one goroutine for all stages). By default each
+	// stage has a goroutine of its own and consecutive stages overlap on
+	// consecutive batches: a stage still sees every batch in order, and
+	// every batch passes every stage before any sink, but a later stage
+	// reading another stage's state (an audience's consent condition) may
+	// see it already moved on by up to QueueDepth+1 batches.
+	SerialStages bool `yaml:"serial_stages"`
 }
 
 // Defaults fills zero fields with their defaults.
@@ -67,7 +76,8 @@ type Stats struct {
 // Runner moves batches from a source through stages into sinks and commits
 // the source's offsets once every sink has acknowledged a batch.
 //
-// Shape: one goroutine reads the source, one runs the stages, one per sink
+// Shape: one goroutine reads the source, one per stage runs it (or one for
+// all stages with SerialStages), one hands batches out, one per sink
 // writes, and one commits. They are joined by channels of QueueDepth
 // batches, so a slow sink slows the source instead of growing memory.
 // Offsets are committed strictly in batch order, after the dead-letter sink
@@ -202,6 +212,23 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}()
 
+	// One goroutine per stage, so consecutive stages work on consecutive
+	// batches at once (identity on batch n+1 while consent has batch n);
+	// with SerialStages one goroutine runs them all, batch by batch.
+	staged := (<-chan *Batch)(fromSource)
+	for _, chain := range r.stageChains() {
+		out := make(chan *Batch, r.cfg.QueueDepth)
+		wg.Add(1)
+		go func(in <-chan *Batch) {
+			defer wg.Done()
+			defer close(out)
+			if err := r.runStages(work, chain, in, out); err != nil {
+				fail(err)
+			}
+		}(staged)
+		staged = out
+	}
+
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -212,9 +239,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			close(toDead)
 			close(toCommit)
 		}()
-		if err := r.runStages(work, fromSource, toSink, toDead, toCommit); err != nil {
-			fail(err)
-		}
+		r.fanOut(work, staged, toSink, toDead, toCommit)
 	}()
 
 	for i := range r.sinks {
@@ -307,9 +332,26 @@ func lenDead(b *Batch) int {
 	return len(b.Dead)
 }
 
-func (r *Runner) runStages(work context.Context, in <-chan *Batch, toSink []chan *inflight, toDead, toCommit chan<- *inflight) error {
+// stageChains groups the stage indexes into the chains that each get a
+// goroutine: one stage per chain, or one chain of all with SerialStages.
+func (r *Runner) stageChains() [][]int {
+	var chains [][]int
+	for i := range r.stages {
+		if r.cfg.SerialStages && len(chains) > 0 {
+			chains[0] = append(chains[0], i)
+			continue
+		}
+		chains = append(chains, []int{i})
+	}
+	return chains
+}
+
+// runStages runs the stages of chain (indexes into r.stages, in order) on
+// every batch of in, in batch order, and passes each batch on.
+func (r *Runner) runStages(work context.Context, chain []int, in <-chan *Batch, out chan<- *Batch) error {
 	for b := range in {
-		for i, st := range r.stages {
+		for _, i := range chain {
+			st := r.stages[i]
 			if err := r.stageC[i].observe(work, b.Rows(), func(ctx context.Context) (int, error) {
 				err := st.Process(ctx, b)
 				return b.Rows(), err
@@ -319,6 +361,21 @@ func (r *Runner) runStages(work context.Context, in <-chan *Batch, toSink []chan
 				return fmt.Errorf("stage %s: %w", st.Name(), err)
 			}
 		}
+		select {
+		case out <- b:
+		case <-work.Done():
+			b.Release()
+			r.m.inflight.Dec()
+			return nil
+		}
+	}
+	return nil
+}
+
+// fanOut hands each batch that passed every stage to the committer, every
+// sink and the dead-letter sink.
+func (r *Runner) fanOut(work context.Context, in <-chan *Batch, toSink []chan *inflight, toDead, toCommit chan<- *inflight) {
+	for b := range in {
 		f := &inflight{b: b}
 		f.wg.Add(len(toSink) + 1)
 		// toCommit first: the committer then waits on f.wg, which the
@@ -326,22 +383,21 @@ func (r *Runner) runStages(work context.Context, in <-chan *Batch, toSink []chan
 		select {
 		case toCommit <- f:
 		case <-work.Done():
-			return nil
+			return
 		}
 		for _, c := range toSink {
 			select {
 			case c <- f:
 			case <-work.Done():
-				return nil
+				return
 			}
 		}
 		select {
 		case toDead <- f:
 		case <-work.Done():
-			return nil
+			return
 		}
 	}
-	return nil
 }
 
 func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error {

@@ -375,3 +375,121 @@ func TestRunnerCountsStageDrops(t *testing.T) {
 		t.Fatalf("committed %+v", src.committed)
 	}
 }
+
+// logStage appends "name seq" to a shared log when it starts a batch; wait,
+// if set, is called first (under no lock).
+type logStage struct {
+	name string
+	mu   *sync.Mutex
+	log  *[]string
+	wait func(seq uint64)
+}
+
+func (s logStage) Name() string { return s.name }
+func (s logStage) Process(_ context.Context, b *engine.Batch) error {
+	s.mu.Lock()
+	*s.log = append(*s.log, fmt.Sprintf("%s%d", s.name, b.Seq))
+	s.mu.Unlock()
+	if s.wait != nil {
+		s.wait(b.Seq)
+	}
+	return nil
+}
+
+// TestRunnerStagesOverlap: by default each stage runs on a goroutine of its
+// own, so stage b works on batch 1 while stage a starts batch 2 (b waits
+// for that: without the overlap this test never ends); each stage still
+// sees the batches in order, and sinks and commits follow batch order.
+// With SerialStages every stage finishes a batch before the next starts.
+func TestRunnerStagesOverlap(t *testing.T) {
+	for _, serial := range []bool{false, true} {
+		t.Run(fmt.Sprintf("serial=%v", serial), func(t *testing.T) {
+			alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer alloc.AssertSize(t, 0)
+			src := &sliceSource{}
+			for i := range 4 {
+				src.batches = append(src.batches, makeBatch(t, alloc, fmt.Sprint(i), int64(i*2), 2))
+			}
+			var mu sync.Mutex
+			var log []string
+			a2 := make(chan struct{})
+			a := logStage{name: "a", mu: &mu, log: &log, wait: func(seq uint64) {
+				if seq == 2 {
+					close(a2)
+				}
+			}}
+			b := logStage{name: "b", mu: &mu, log: &log}
+			if !serial {
+				b.wait = func(seq uint64) {
+					if seq == 1 {
+						<-a2
+					}
+				}
+			}
+			s := &memSink{name: "s"}
+			r, err := engine.NewRunner(engine.RunnerConfig{SerialStages: serial}, src, []engine.Stage{a, b}, []engine.SinkSpec{{Sink: s}}, &memDead{}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var as, bs []string
+			for _, e := range log {
+				if e[0] == 'a' {
+					as = append(as, e)
+				} else {
+					bs = append(bs, e)
+				}
+			}
+			if !slices.Equal(as, []string{"a1", "a2", "a3", "a4"}) || !slices.Equal(bs, []string{"b1", "b2", "b3", "b4"}) {
+				t.Fatalf("stage order %v", log)
+			}
+			if serial && !slices.Equal(log, []string{"a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4"}) {
+				t.Fatalf("serial stages interleaved: %v", log)
+			}
+			if !serial && slices.Index(log, "a2") > slices.Index(log, "b1")+1 {
+				t.Fatalf("b1 did not wait for a2: %v", log)
+			}
+			want := []string{"0-0", "0-1", "1-0", "1-1", "2-0", "2-1", "3-0", "3-1"}
+			if !slices.Equal(s.ids, want) || len(src.committed) != 4 || !slices.IsSortedFunc(src.committed, func(a, b engine.Offset) int { return int(a.Next - b.Next) }) {
+				t.Fatalf("sink got %v, commits %+v", s.ids, src.committed)
+			}
+		})
+	}
+}
+
+// failStage fails on batch 2.
+type failStage struct{}
+
+func (failStage) Name() string { return "fail" }
+func (failStage) Process(_ context.Context, b *engine.Batch) error {
+	if b.Seq == 2 {
+		return errors.New("boom")
+	}
+	return nil
+}
+
+// TestRunnerLaterStageFailure: a failing second stage stops the run with
+// its error, and nothing from the failed batch on is committed.
+func TestRunnerLaterStageFailure(t *testing.T) {
+	src := &sliceSource{}
+	alloc := memory.NewGoAllocator()
+	for i := range 6 {
+		src.batches = append(src.batches, makeBatch(t, alloc, fmt.Sprint(i), int64(i*2), 2))
+	}
+	var mu sync.Mutex
+	var log []string
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, []engine.Stage{logStage{name: "a", mu: &mu, log: &log}, failStage{}}, []engine.SinkSpec{{Sink: &memSink{name: "s"}}}, &memDead{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "stage fail: boom") {
+		t.Fatalf("Run error = %v, want the stage's", err)
+	}
+	for _, o := range src.committed {
+		if o.Next > 2 {
+			t.Fatalf("committed %+v: past the failed batch", src.committed)
+		}
+	}
+}
