@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/cdpstream/cdpstream/engine"
@@ -110,6 +111,52 @@ func TestBaselineAgreesWithPipeline(t *testing.T) {
 	for r, n := range fReasons {
 		if nReasons[r] != n {
 			t.Errorf("reason %s: pipeline %d, baseline %d", r, n, nReasons[r])
+		}
+	}
+}
+
+// TestRunCountInterleaves: with Count 3 every selected workload runs three
+// times, in turn, each run its own result, and the ratios are between the
+// medians of the runs.
+func TestRunCountInterleaves(t *testing.T) {
+	rep, err := Run(context.Background(), Options{Events: 20_000, Corpus: 20_000, Dir: t.TempDir(), Only: "PipelineInMemIdentity", Count: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var off, on []float64
+	for _, r := range rep.Results {
+		names = append(names, r.Name)
+		switch r.Name {
+		case "PipelineInMemIdentity":
+			off = append(off, r.EventsPerSec)
+		case "PipelineInMemIdentityConsent":
+			on = append(on, r.EventsPerSec)
+		}
+		if r.Events != 20_000 {
+			t.Errorf("%s processed %d events, want 20000", r.Name, r.Events)
+		}
+	}
+	want := []string{"PipelineInMemIdentity", "PipelineInMemIdentityConsent", "PipelineInMemIdentity", "PipelineInMemIdentityConsent", "PipelineInMemIdentity", "PipelineInMemIdentityConsent"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("results %v, want %v", names, want)
+	}
+	got := rep.Ratios["pipeline_consent_on_vs_off_events_per_sec"]
+	if r := median(on) / median(off); got != r {
+		t.Errorf("consent ratio %v, want the ratio of the medians %v (off %v, on %v)", got, r, off, on)
+	}
+	if _, ok := rep.Ratios["pipeline_consent_on_vs_off_events_per_cpu_sec"]; !ok {
+		t.Error("no per-CPU consent ratio")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(slices.Clone(c.xs)); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.xs, got, c.want)
 		}
 	}
 }
