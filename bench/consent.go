@@ -63,7 +63,7 @@ func consentPipeline(ctx context.Context, opts Options, c *Corpus, progress func
 	src := NewMemSource(c, b, opts.Events)
 	defer src.Close()
 	d := &DiscardSink{}
-	r, err := engine.NewRunner(engine.RunnerConfig{}, src, []engine.Stage{resolve, cs}, []engine.SinkSpec{{Sink: d, Filter: pol}}, &DiscardDead{}, nil, nil)
+	r, err := engine.NewRunner(engine.RunnerConfig{SerialStages: opts.SerialStages}, src, []engine.Stage{resolve, cs}, []engine.SinkSpec{{Sink: d, Filter: pol}}, &DiscardDead{}, nil, nil)
 	if err != nil {
 		return 0, 0, err
 	}

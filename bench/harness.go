@@ -52,6 +52,10 @@ type Options struct {
 	// hits one run of each rather than every run of one; each run is a
 	// result line and ratios are taken between medians. Default 1.
 	Count int
+	// SerialStages runs the pipelines' stages on one goroutine
+	// (engine.RunnerConfig.SerialStages), to price the per-stage
+	// goroutines.
+	SerialStages bool
 }
 
 // Result is one workload's measurement.

@@ -25,6 +25,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.SetExprUniverse, "setexpr-universe", 10_000_000, "profile ids under the audience set-expression count (0: skip; the issue's target is at 100000000)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the benchmark's Pebble stores (default: a temporary directory)")
 	fs.StringVar(&o.Only, "run", "", "only workloads whose name contains this")
+	fs.BoolVar(&o.SerialStages, "serial-stages", false, "run the pipelines' stages on one goroutine (runner.serial_stages), as before per-stage goroutines")
 	fs.IntVar(&o.Count, "count", 1, "run the stream workloads this many times, interleaved; ratios are between medians")
 	privacyProfiles := fs.Int("privacy-profiles", 1_000_000, "people loaded through the pipeline before measuring privacy requests (0: skip; the issue's erasure target is at 10000000)")
 	privacyRequests := fs.Int("privacy-requests", 20, "erasure and access requests measured, each")
