@@ -257,7 +257,9 @@ func (s *Service) expireExport(token string) error {
 		return err
 	}
 	s.kr.Committed(b)
-	s.comp.Staged()
+	// The compactor is not woken: an erasure that expired the export
+	// wakes it when it completes; an export that outlived its TTL waits
+	// for the next pass.
 	_, err = s.audit.Append(Record{Actor: "processor", Action: "export.expired", Target: "request:" + uuidString(head[9:25]), Outcome: "ok"})
 	return err
 }

@@ -386,7 +386,12 @@ func (s *Service) transition(rec *record, to, actor string, oldDue time.Time, al
 		s.cbSeq = seq
 		return fmt.Errorf("cannot store request %s: %w", rec.Req.ID, err)
 	}
-	if rec.finished() {
+	if rec.finished() && (rec.Req.Type == TypeErasure || rec.Req.Type == TypeErasureSuppress) {
+		// An erasure's spans (its own key, the exports it expired) are
+		// paid at once; other requests' wait for the compactor's next
+		// pass (an erasure's, or its interval): the person's data lives on
+		// in the graph anyway, and a pass per access request would compete
+		// with the requests for the disk.
 		s.comp.Staged()
 	}
 	s.m.requests.WithLabelValues(rec.Req.Type, to).Inc()
