@@ -98,6 +98,19 @@
 //	0x03 0x00              → 1 | HMAC-SHA256(master key, "cdpstream keyring check v1")[:16]
 //	0x03 0x01 | pid (4 BE) → 1 | nonce (12) | sealed data key (32) | tag (16);
 //	                          aad "cdpstream profile key v1" | pid
+//	0x03 0x02 | id (16)    → 1 | nonce (12) | sealed data key (32) | tag (16);
+//	                          aad "cdpstream id key v1" | id
+//
+// The id space (keyring_ids.go: KeyID, SealID, OpenID, DestroyID) is for
+// personal data that belongs to no profile id: privacy keeps one key per
+// request (its identities and rectification while it is open) and one per
+// export, and destroys them when the request finishes and when the export
+// expires or its person is erased. Its keys follow the invariants below
+// (staged into the caller's batch, pinned until Committed or Abandon,
+// sealed values bound to id | aad), except that they are not cached:
+// each is used a handful of times, and a SealID or OpenID with its read
+// and unwrap (6-8 µs for 512 bytes, BenchmarkKeyringID) is small beside
+// the synced commits around it.
 //
 // NewKeyring records the check value in an empty store and refuses another
 // master key (ErrMasterKeyMismatch). A sealed value is nonce (96 random

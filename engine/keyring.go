@@ -26,6 +26,8 @@ import (
 //	0x03 0x00            → v1 | HMAC-SHA256(master key, "cdpstream keyring check v1")[:16]
 //	0x03 0x01 | pid (4 BE) → v1 | nonce (12) | AES-256-GCM(master key, data key (32),
 //	                         aad "cdpstream profile key v1" | pid (4 BE)) (48)
+//	0x03 0x02 | id (16)    → v1 | nonce (12) | AES-256-GCM(master key, data key (32),
+//	                         aad "cdpstream id key v1" | id (16)) (48)   (keyring_ids.go)
 const PrefixKeyring byte = 0x03
 
 const (
@@ -57,10 +59,10 @@ var (
 	// ErrMasterKeyMismatch: the store's profile keys were wrapped under
 	// another master key (NewKeyring refuses to open it).
 	ErrMasterKeyMismatch = errors.New("engine: the store's profile keys are wrapped under another master key")
-	// ErrKeyDestroyed: the profile has no key, because an erasure destroyed
-	// it (crypto-shredding) or it never had one. What was sealed under it
-	// cannot be read any more.
-	ErrKeyDestroyed = errors.New("engine: the profile's key was destroyed (erased) or never created")
+	// ErrKeyDestroyed: the profile (or KeyID) has no key, because an
+	// erasure destroyed it (crypto-shredding) or it never had one. What
+	// was sealed under it cannot be read any more.
+	ErrKeyDestroyed = errors.New("engine: the data key was destroyed (erased) or never created")
 	// ErrDecrypt: authentication failed: the value was sealed for another
 	// profile or purpose, or it is corrupt.
 	ErrDecrypt = errors.New("engine: cannot decrypt: sealed for another profile or purpose, or corrupt")
@@ -155,6 +157,10 @@ func parseMasterKey(s string) ([]byte, bool) {
 // Unwrapped keys are cached (EncryptionConfig.CacheEntries, two
 // generations of approximate LRU).
 //
+// A second id space (keyring_ids.go: SealID, OpenID, DestroyID) keys
+// data that belongs to no profile id by a 16-byte KeyID: privacy keeps
+// one key per request and one per export there.
+//
 // Every method is safe for concurrent use. They serialise on one mutex
 // for the key lookup (including a Pebble read on a cache miss) and the
 // nonce; encryption itself runs outside it.
@@ -170,6 +176,7 @@ type Keyring struct {
 	prev    map[uint32]*dataKey
 	half    int                 // entries per generation; 0: no cache
 	pending map[uint32]*dataKey // created, not known to be committed
+	ids     map[KeyID]*dataKey  // the same for the id space (keyring_ids.go)
 	staged  map[*pebble.Batch]*stagedKeys
 	doomed  map[uint32]int // destroyed in batches not yet committed
 	kbuf    []byte
@@ -184,7 +191,10 @@ type dataKey struct {
 }
 
 // stagedKeys is what the keyring staged into one batch.
-type stagedKeys struct{ created, destroyed []uint32 }
+type stagedKeys struct {
+	created, destroyed []uint32
+	ids                []KeyID // created in the id space
+}
 
 type keyringMetrics struct {
 	hits, misses, created, destroyed prometheus.Counter
@@ -243,7 +253,7 @@ func NewKeyring(cfg EncryptionConfig, db *pebble.DB, opts ...KeyringOption) (*Ke
 	}
 	k := &Keyring{db: db, wrap: wrap, rand: rand.Reader, half: (cfg.CacheEntries + 1) / 2,
 		cur: map[uint32]*dataKey{}, pending: map[uint32]*dataKey{}, staged: map[*pebble.Batch]*stagedKeys{},
-		doomed: map[uint32]int{}}
+		doomed: map[uint32]int{}, ids: map[KeyID]*dataKey{}}
 	for _, o := range opts {
 		o(k)
 	}
@@ -414,6 +424,7 @@ func (k *Keyring) finish(w *pebble.Batch, committed bool) {
 			k.m.destroyed.Inc()
 		}
 	}
+	k.finishIDs(st.ids, committed)
 }
 
 func (k *Keyring) stagedFor(w *pebble.Batch) *stagedKeys {
@@ -478,19 +489,25 @@ func (k *Keyring) lookup(pid uint32, w *pebble.Batch) (*dataKey, error) {
 	return d, nil
 }
 
-// create draws a data key and wraps it.
+// create draws a data key for pid and wraps it.
 func (k *Keyring) create(pid uint32) (*dataKey, error) {
+	k.wbuf = wrapAAD(k.wbuf[:0], pid)
+	return k.newKey(k.wbuf)
+}
+
+// newKey draws a data key and wraps it with aad (what binds the wrapped
+// key to its slot).
+func (k *Keyring) newKey(aad []byte) (*dataKey, error) {
 	var buf [dataKeyLen + nonceLen]byte // one read: the key, then the nonce that wraps it
 	defer clear(buf[:])
 	if _, err := io.ReadFull(k.rand, buf[:]); err != nil {
-		return nil, fmt.Errorf("cannot draw a profile key: %w", err)
+		return nil, fmt.Errorf("cannot draw a data key: %w", err)
 	}
 	raw := buf[:dataKeyLen]
 	v := make([]byte, 1+nonceLen, wrappedLen)
 	v[0] = keyringV1
 	copy(v[1:], buf[dataKeyLen:])
-	k.wbuf = wrapAAD(k.wbuf[:0], pid)
-	v = k.wrap.Seal(v, v[1:1+nonceLen], raw, k.wbuf)
+	v = k.wrap.Seal(v, v[1:1+nonceLen], raw, aad)
 	aead, err := newAEAD(raw)
 	if err != nil {
 		return nil, err
@@ -498,16 +515,25 @@ func (k *Keyring) create(pid uint32) (*dataKey, error) {
 	return &dataKey{aead: aead, wrapped: v}, nil
 }
 
-// unwrap decrypts a stored data key.
+// unwrap decrypts the stored data key of pid.
 func (k *Keyring) unwrap(pid uint32, v []byte) (*dataKey, error) {
+	k.wbuf = wrapAAD(k.wbuf[:0], pid)
+	d, err := k.openKey(v, k.wbuf)
+	if err != nil {
+		return nil, fmt.Errorf("profile %d: %w", pid, err)
+	}
+	return d, nil
+}
+
+// openKey decrypts a stored data key wrapped with aad.
+func (k *Keyring) openKey(v, aad []byte) (*dataKey, error) {
 	if len(v) != wrappedLen || v[0] != keyringV1 {
-		return nil, fmt.Errorf("profile %d: %w (wrapped key)", pid, ErrDecrypt)
+		return nil, fmt.Errorf("%w (wrapped key)", ErrDecrypt)
 	}
 	var raw [dataKeyLen]byte
 	defer clear(raw[:])
-	k.wbuf = wrapAAD(k.wbuf[:0], pid)
-	if _, err := k.wrap.Open(raw[:0], v[1:1+nonceLen], v[1+nonceLen:], k.wbuf); err != nil {
-		return nil, fmt.Errorf("profile %d: %w (wrapped key)", pid, ErrDecrypt)
+	if _, err := k.wrap.Open(raw[:0], v[1:1+nonceLen], v[1+nonceLen:], aad); err != nil {
+		return nil, fmt.Errorf("%w (wrapped key)", ErrDecrypt)
 	}
 	aead, err := newAEAD(raw[:])
 	if err != nil {
@@ -523,11 +549,11 @@ func wrapAAD(dst []byte, pid uint32) []byte {
 func newAEAD(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		return nil, fmt.Errorf("cannot set up a profile key: %w", err)
+		return nil, fmt.Errorf("cannot set up a data key: %w", err)
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return nil, fmt.Errorf("cannot set up a profile key: %w", err)
+		return nil, fmt.Errorf("cannot set up a data key: %w", err)
 	}
 	return aead, nil
 }

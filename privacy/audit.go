@@ -217,18 +217,31 @@ func (a *Audit) TargetHash(target string) string {
 // Append adds one entry, synced, and returns it.
 func (a *Audit) Append(r Record) (Entry, error) {
 	var out Entry
-	err := a.commit(nil, func(es []Entry) { out = es[0] }, r)
+	err := a.commit(nil, nil, func(es []Entry) { out = es[0] }, r)
 	return out, err
 }
 
+// batchFate learns whether a batch committed (an *engine.Keyring, whose
+// keys fill may stage). It is told before the batch is closed: a closed
+// batch goes back to Pebble's pool, and the keyring knows batches by
+// pointer.
+type batchFate interface {
+	Committed(*pebble.Batch)
+	Abandon(*pebble.Batch)
+}
+
 // commit writes the entries of rs and whatever fill stages into one synced
-// Pebble batch, so a state change and its audit entries are atomic. done
-// sees the entries after the commit.
-func (a *Audit) commit(fill func(b *pebble.Batch) error, done func([]Entry), rs ...Record) error {
+// Pebble batch, so a state change and its audit entries are atomic. fate
+// (nil: none) is told whether the batch committed; done sees the entries
+// after the commit.
+func (a *Audit) commit(fill func(b *pebble.Batch) error, fate batchFate, done func([]Entry), rs ...Record) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b := a.db.NewBatch()
 	defer b.Close()
+	if fate != nil {
+		defer fate.Abandon(b) // a no-op after Committed; runs before Close
+	}
 	if fill != nil {
 		if err := fill(b); err != nil {
 			return err
@@ -263,6 +276,9 @@ func (a *Audit) commit(fill func(b *pebble.Batch) error, done func([]Entry), rs 
 	if err := b.Commit(pebble.Sync); err != nil {
 		a.failed.Add(float64(len(rs)))
 		return fmt.Errorf("cannot commit audit entries: %w", err)
+	}
+	if fate != nil {
+		fate.Committed(b)
 	}
 	a.seq, a.head = seq, prev
 	a.appended.Add(float64(len(rs)))

@@ -13,14 +13,36 @@ import (
 	"github.com/cockroachdb/pebble"
 )
 
+// openDB opens a test store like engine.OpenStore (WAL recycling off,
+// so an obsolete WAL is deleted with its records), but without block
+// compression: the tests' byte scans of the directory (seal_test.go) then
+// see every value an SST holds, where Snappy may hide one behind a
+// back-reference.
 func openDB(t testing.TB, dir string) *pebble.DB {
 	t.Helper()
-	db, err := engine.OpenStore(dir, engine.StoreConfig{BlockCacheBytes: 8 << 20, MemTableBytes: 4 << 20}, nil)
+	opts := &pebble.Options{MemTableSize: 4 << 20, Cleaner: noRecycle{}}
+	opts.Levels = make([]pebble.LevelOptions, 7)
+	for i := range opts.Levels {
+		opts.Levels[i].Compression = pebble.NoCompression
+	}
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return db
 }
+
+// noRecycle is engine.OpenStore's cleaner: DeleteCleaner, with
+// ArchiveCleaner's marker (the cleaner needs the files' contents) so
+// Pebble does not recycle WAL files.
+type noRecycle struct {
+	pebble.DeleteCleaner
+	needsContents
+}
+
+type needsContents struct{ pebble.ArchiveCleaner }
+
+func (noRecycle) String() string { return "delete-no-recycle" }
 
 var testKey = []byte("0123456789abcdef-audit-key")
 

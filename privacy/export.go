@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cockroachdb/pebble"
 )
 
@@ -118,12 +119,22 @@ func (s *Service) export(ctx context.Context, rec *record, subj Subject) error {
 	tok, _ := hex.DecodeString(rec.ResultsToken)
 	b := s.db.NewBatch()
 	defer b.Close()
-	v := binary.BigEndian.AppendUint64(nil, uint64(rec.ResultsExpires.UnixNano()))
-	v = append(append(v, format), uuidBytes(rec.Req.ID)...)
-	_ = b.Set(append([]byte{prefixExport}, tok...), append(v, body...), nil)
+	defer s.kr.Abandon(b)
+	head := binary.BigEndian.AppendUint64(make([]byte, 0, exportHeadLen+len(body)+engine.SealOverhead), uint64(rec.ResultsExpires.UnixNano()))
+	head = append(append(head, format|formatSealed), uuidBytes(rec.Req.ID)...)
+	v, err := s.kr.SealID(head, b, exportKeyID(tok), body, exportAAD(head))
+	clear(body)
+	if err != nil {
+		return fmt.Errorf("cannot seal the export: %w", err)
+	}
+	_ = b.Set(append([]byte{prefixExport}, tok...), v, nil)
 	ek := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(rec.ResultsExpires.UnixNano()))
 	_ = b.Set(append(ek, tok...), nil, nil)
-	return b.Commit(pebble.Sync)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.kr.Committed(b)
+	return nil
 }
 
 // pastRequests lists the requests sharing an identity hash or a profile
@@ -202,8 +213,10 @@ func (s *Service) dropExportsOf(rec *record) error {
 }
 
 // expireExport replaces an export by its tombstone (header without body),
-// so its url answers 410, and compacts the export range so the body
-// leaves the disk.
+// so its url answers 410, and destroys its key in the same synced batch:
+// every copy of the body is unreadable from then on. The export's and the
+// wrapped key's spans are staged as compaction debt in that batch, so
+// both leave the files at the next pass.
 func (s *Service) expireExport(token string) error {
 	tok, err := hex.DecodeString(token)
 	if err != nil {
@@ -217,24 +230,38 @@ func (s *Service) expireExport(token string) error {
 	if err != nil {
 		return err
 	}
-	if len(v) <= 25 {
+	if len(v) <= exportHeadLen {
 		closer.Close()
 		return nil // already a tombstone
 	}
-	head := append([]byte(nil), v[:25]...)
+	head := append([]byte(nil), v[:exportHeadLen]...)
 	closer.Close()
 	b := s.db.NewBatch()
 	defer b.Close()
+	defer s.kr.Abandon(b)
 	_ = b.Set(k, head, nil)
 	ek := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, binary.BigEndian.Uint64(head))
 	_ = b.Delete(append(ek, tok...), nil)
+	id := exportKeyID(tok)
+	if err := s.kr.DestroyID(b, id); err != nil {
+		return err
+	}
+	kk := engine.KeyringIDKey(nil, id)
+	if err := s.comp.Stage(b, kk, append(kk, 0)); err != nil {
+		return err
+	}
+	if err := s.comp.Stage(b, k, append(k, 0)); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
-	if _, err := s.audit.Append(Record{Actor: "processor", Action: "export.expired", Target: "request:" + uuidString(head[9:25]), Outcome: "ok"}); err != nil {
-		return err
-	}
-	return s.db.Compact([]byte{prefixExport}, []byte{prefixExport + 1}, true)
+	s.kr.Committed(b)
+	// The compactor is not woken: an erasure that expired the export
+	// wakes it when it completes; an export that outlived its TTL waits
+	// for the next pass.
+	_, err = s.audit.Append(Record{Actor: "processor", Action: "export.expired", Target: "request:" + uuidString(head[9:25]), Outcome: "ok"})
+	return err
 }
 
 // sweepExports expires every export whose time has come.
@@ -272,19 +299,29 @@ func (s *Service) result(token string) (body []byte, ctype, id string, gone bool
 		return nil, "", "", false, err
 	}
 	defer closer.Close()
-	if len(v) < 25 {
+	if len(v) < exportHeadLen {
 		return nil, "", "", false, errors.New("privacy: corrupt export")
 	}
 	id = uuidString(v[9:25])
 	exp := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-	if len(v) == 25 || !s.now().Before(exp) {
+	if len(v) == exportHeadLen || !s.now().Before(exp) {
 		return nil, "", id, true, nil
 	}
 	ctype = "application/json"
-	if v[8] == formatNDJSON {
+	if v[8]&^formatSealed == formatNDJSON {
 		ctype = "application/x-ndjson"
 	}
-	return append([]byte(nil), v[25:]...), ctype, id, false, nil
+	if v[8]&formatSealed == 0 {
+		return append([]byte(nil), v[exportHeadLen:]...), ctype, id, false, nil
+	}
+	body, err = s.kr.OpenID(nil, exportKeyID(tok), v[exportHeadLen:], exportAAD(v[:exportHeadLen]))
+	if errors.Is(err, engine.ErrKeyDestroyed) {
+		return nil, "", id, true, nil // shredded: gone, whatever the expiry says
+	}
+	if err != nil {
+		return nil, "", id, false, fmt.Errorf("cannot open export of request %s: %w", id, err)
+	}
+	return body, ctype, id, false, nil
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

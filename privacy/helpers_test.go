@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cockroachdb/pebble"
 )
 
@@ -231,6 +232,7 @@ type env struct {
 	cfg   Config
 	clock time.Time
 	db    *pebble.DB
+	kr    *engine.Keyring
 	audit *Audit
 	svc   *Service
 	w     *world
@@ -259,7 +261,10 @@ func (e *env) open() {
 		e.t.Fatal(err)
 	}
 	e.audit = a
-	svc, err := New(e.cfg, e.db, a, e.w.work(), WithClock(e.now))
+	if e.kr, err = engine.NewKeyring(engine.EncryptionConfig{MasterKey: testMasterKey}, e.db); err != nil {
+		e.t.Fatal(err)
+	}
+	svc, err := New(e.cfg, e.db, a, e.w.work(), WithClock(e.now), WithKeyring(e.kr))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -310,6 +315,9 @@ func (e *env) certificate() *x509.Certificate {
 	}
 	return c
 }
+
+// testMasterKey is the tests' keyring master key (64 hex digits).
+const testMasterKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
 func uuidOf(alias string) string {
 	r := strings.Repeat(alias, 32)[:32]

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/datadriven"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // TestLifecycle runs the golden request scenarios in testdata/lifecycle:
@@ -278,7 +280,20 @@ func state(t *testing.T, e *env) string {
 		if r.Attempts > 0 {
 			fmt.Fprintf(&sb, " attempts %d last_error %s", r.Attempts, r.LastError)
 		}
-		fmt.Fprintf(&sb, " identities %d", len(r.Req.Identities))
+		// identities N sealed: the record holds them sealed under the
+		// request's key (opened here to count them); a record holding any
+		// in plain would show "plain".
+		switch {
+		case r.open && len(r.Req.Identities) > 0:
+			fmt.Fprintf(&sb, " identities %d plain", len(r.Req.Identities))
+		case r.Sealed != nil:
+			if err := e.svc.openRecord(r); err != nil {
+				return err
+			}
+			fmt.Fprintf(&sb, " identities %d sealed", len(r.Req.Identities))
+		default:
+			fmt.Fprintf(&sb, " identities %d", len(r.Req.Identities))
+		}
 		if r.ResultsToken != "" {
 			fmt.Fprintf(&sb, " results %d until %s", r.ResultsCount, r.ResultsExpires.Format("01-02T15:04"))
 		}
@@ -293,6 +308,13 @@ func state(t *testing.T, e *env) string {
 		_ = e.svc.scan([]byte{p}, []byte{p + 1}, func(_, _ []byte) error { n++; return nil })
 		return n
 	}
-	fmt.Fprintf(&sb, "queue %d, active identities %d, outbox %d\n", count(prefixQueue), count(prefixActive), count(prefixCallback))
+	// keys: data keys of the id space (requests with sealed identities,
+	// live exports); each is destroyed when its request finishes or its
+	// export expires.
+	keys := 0
+	lo := engine.KeyringIDKey(nil, engine.KeyID{})
+	hi := append(engine.KeyringIDKey(nil, engine.KeyID{})[:1:1], lo[1]+1)
+	_ = e.svc.scan(lo, hi, func(_, _ []byte) error { keys++; return nil })
+	fmt.Fprintf(&sb, "queue %d, active identities %d, outbox %d, keys %d\n", count(prefixQueue), count(prefixActive), count(prefixCallback), keys)
 	return sb.String()
 }

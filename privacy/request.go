@@ -270,9 +270,11 @@ func jsonProblem(err error) string {
 	return "malformed JSON"
 }
 
-// digest is the identity of a request's content: SHA-256 over its
+// digest is the identity of a request's content: SHA-256 (hex) over its
 // canonical JSON encoding, so the same request sent twice with different
-// whitespace or field order is recognised as the same.
+// whitespace or field order is recognised as the same. It is stored only
+// keyed (Service.digest): with every other field of a finished record in
+// plain, it would confirm a guess of the identities.
 func (r *Request) digest() string {
 	b, _ := json.Marshal(r)
 	h := sha256.Sum256(b)

@@ -69,7 +69,7 @@ func (s *Service) Retain(ctx context.Context) (string, error) {
 		Received: now, NotBefore: now, Due: now, Expected: now.Add(s.cfg.ExpectedDuration),
 		Profiles: pids, BaseURL: s.cfg.PublicURL,
 	}
-	rec.Digest = rec.Req.digest()
+	rec.Digest = s.digest(rec.Req.digest())
 	s.mu.Lock()
 	err = s.transition(rec, StatusPending, OriginRetention, time.Time{}, func(b *pebble.Batch) error {
 		return b.Set(keyRetention, uuidBytes(rec.Req.ID), nil)

@@ -16,13 +16,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Key families of requests (see doc.go).
 const (
-	prefixRequest  byte = 0x31 // | uuid (16) → 1 | JSON record
+	prefixRequest  byte = 0x31 // | uuid (16) → 2 | JSON record (1: plain, before sealing)
 	prefixActive   byte = 0x33 // | identity hash (16) → uuid: identities of unfinished requests
 	prefixExport   byte = 0x34 // | token (16) → expires (8 BE ns) | format | uuid (16) | body
 	prefixQueue    byte = 0x36 // | due (8 BE ns) | uuid (16) → empty: pending and in_progress requests
@@ -39,8 +40,10 @@ var (
 )
 
 // record is the stored state of one request. Identity values and the
-// rectification are kept only until the request finishes; after that the
-// record holds keyed hashes of the identities and the profile ids.
+// rectification are kept only until the request finishes, sealed under
+// the request's key (Sealed; Req.Identities and Req.Rectification are
+// never stored in plain); after that the record holds keyed hashes of the
+// identities and the profile ids, and the key is destroyed.
 type record struct {
 	Req            Request   `json:"request"`
 	Controller     string    `json:"controller"`
@@ -63,6 +66,14 @@ type record struct {
 	ResultsToken   string    `json:"results_token,omitempty"`
 	ResultsExpires time.Time `json:"results_expires,omitzero"`
 	ResultsCount   int       `json:"results_count,omitempty"`
+	// Sealed is Req.Identities and Req.Rectification (sealedPart), sealed
+	// under the request's key; nil once finished.
+	Sealed []byte `json:"sealed,omitempty"`
+
+	// open: Req.Identities and Req.Rectification hold the request's
+	// values (it was submitted, opened, or read from a plain record), so a
+	// put seals them; otherwise a put keeps Sealed as it is.
+	open bool
 }
 
 func (r *record) finished() bool { return r.Status == StatusCompleted || r.Status == StatusCancelled }
@@ -86,6 +97,12 @@ type Service struct {
 	client *http.Client
 	log    *slog.Logger
 	m      *metrics
+	kr     *engine.Keyring
+	// comp takes the spans of destroyed keys and expired exports: the
+	// caller's (WithCompactor) or, ownComp, the Service's own, paid at the
+	// end of each Step.
+	comp    *engine.Compactor
+	ownComp bool
 
 	mu    sync.Mutex // serialises state changes of requests
 	wake  chan struct{}
@@ -108,6 +125,19 @@ func WithHTTPClient(c *http.Client) Option { return func(s *Service) { s.client 
 // and step names, never identities.
 func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
 
+// WithKeyring seals each request's identities and rectification, and
+// each export's body, under data keys of their own in k's id space, and
+// destroys them when the request finishes and when the export expires or
+// its person is erased (crypto-shredding; see the package doc). Required:
+// New refuses to store personal data in plain.
+func WithKeyring(k *engine.Keyring) Option { return func(s *Service) { s.kr = k } }
+
+// WithCompactor hands c the spans of the keys and exports the Service
+// destroys, staged in the destroying batch; c compacts them in the
+// background (engine.Compactor). Default: a compactor of the Service's
+// own, paid at the end of each Step.
+func WithCompactor(c *engine.Compactor) Option { return func(s *Service) { s.comp = c } }
+
 // WithRegisterer registers the metrics on reg (default: none).
 func WithRegisterer(reg prometheus.Registerer) Option {
 	return func(s *Service) { s.m.reg = reg }
@@ -117,7 +147,9 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 // after Run returned). audit receives every state change; work does the
 // requests. cfg is completed with Defaults and validated (errors name the
 // field under "privacy."). In-progress requests found in the store are
-// made due at once: Run resumes them.
+// made due at once: Run resumes them. WithKeyring is required. A store
+// written before sealing existed is sealed in place at the first New
+// (plain request records and export bodies; see the package doc).
 func New(cfg Config, db *pebble.DB, audit *Audit, work Work, opts ...Option) (*Service, error) {
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -134,6 +166,16 @@ func New(cfg Config, db *pebble.DB, audit *Audit, work Work, opts ...Option) (*S
 	for _, o := range opts {
 		o(s)
 	}
+	if s.kr == nil {
+		return nil, errors.New("privacy: New needs a keyring (WithKeyring): request identities and exports are stored sealed, never in plain")
+	}
+	if s.comp == nil {
+		c, err := engine.NewCompactor(db, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		s.comp, s.ownComp = c, true
+	}
 	if err := s.m.register(); err != nil {
 		return nil, err
 	}
@@ -146,6 +188,9 @@ func New(cfg Config, db *pebble.DB, audit *Audit, work Work, opts ...Option) (*S
 	}
 	s.sig = sig
 	if s.cbSeq, err = lastSeq(db, prefixCallback); err != nil {
+		return nil, err
+	}
+	if err := s.upgrade(); err != nil {
 		return nil, err
 	}
 	if err := s.resume(); err != nil {
@@ -226,30 +271,37 @@ func (s *Service) load(id string) (*record, error) {
 	return decodeRecord(v)
 }
 
+// decodeRecord reads a stored record without opening its sealed part
+// (openRecord does). A plain record (version 1, written before sealing)
+// comes back open.
 func decodeRecord(v []byte) (*record, error) {
-	if len(v) < 1 || v[0] != 1 {
+	if len(v) < 1 || (v[0] != recordPlain && v[0] != recordSealed) {
 		return nil, errors.New("privacy: corrupt request record")
 	}
 	var r record
 	if err := json.Unmarshal(v[1:], &r); err != nil {
 		return nil, fmt.Errorf("privacy: corrupt request record: %w", err)
 	}
+	r.open = v[0] == recordPlain
 	return &r, nil
 }
 
 // put writes rec and moves its queue entry from oldDue (zero: none) to
 // rec.Due if it is unfinished, into b (nil: a synced batch of its own).
+// A key it creates is staged into b: the owner of b reports b's fate to
+// the keyring.
 func (s *Service) put(b *pebble.Batch, rec *record, oldDue time.Time) error {
 	own := b == nil
 	if own {
 		b = s.db.NewBatch()
 		defer b.Close()
+		defer s.kr.Abandon(b)
 	}
-	v, err := json.Marshal(rec)
+	v, err := s.encodeRecord(b, rec)
 	if err != nil {
 		return err
 	}
-	if err := b.Set(requestKey(rec.Req.ID), append([]byte{1}, v...), nil); err != nil {
+	if err := b.Set(requestKey(rec.Req.ID), v, nil); err != nil {
 		return err
 	}
 	if !oldDue.IsZero() {
@@ -263,7 +315,10 @@ func (s *Service) put(b *pebble.Batch, rec *record, oldDue time.Time) error {
 		}
 	}
 	if own {
-		return b.Commit(pebble.Sync)
+		if err := b.Commit(pebble.Sync); err != nil {
+			return err
+		}
+		s.kr.Committed(b)
 	}
 	return nil
 }
@@ -280,7 +335,8 @@ func (s *Service) identityHash(id Identity) []byte {
 }
 
 // transition moves rec to status to (its queue entry, the active index,
-// callbacks, one audit entry, the counter) in one synced batch. The caller
+// callbacks, one audit entry, the counter) in one synced batch; a
+// finishing transition destroys the request's key in it. The caller
 // holds s.mu. oldDue is where rec is queued now (zero: not queued).
 func (s *Service) transition(rec *record, to, actor string, oldDue time.Time, also ...func(*pebble.Batch) error) error {
 	rec.Status = to
@@ -316,14 +372,27 @@ func (s *Service) transition(rec *record, to, actor string, oldDue time.Time, al
 				return err
 			}
 		}
+		if rec.finished() {
+			if err := s.destroyRequestKey(b, rec); err != nil {
+				return err
+			}
+		}
 		return s.put(b, rec, oldDue)
 	}
 	seq := s.cbSeq
-	err := s.audit.commit(fill, nil, Record{Time: now, Actor: actor, Action: "request." + to + " " + rec.Req.Type,
+	err := s.audit.commit(fill, s.kr, nil, Record{Time: now, Actor: actor, Action: "request." + to + " " + rec.Req.Type,
 		Target: "request:" + rec.Req.ID, Outcome: "ok"})
 	if err != nil {
 		s.cbSeq = seq
 		return fmt.Errorf("cannot store request %s: %w", rec.Req.ID, err)
+	}
+	if rec.finished() && (rec.Req.Type == TypeErasure || rec.Req.Type == TypeErasureSuppress) {
+		// An erasure's spans (its own key, the exports it expired) are
+		// paid at once; other requests' wait for the compactor's next
+		// pass (an erasure's, or its interval): the person's data lives on
+		// in the graph anyway, and a pass per access request would compete
+		// with the requests for the disk.
+		s.comp.Staged()
 	}
 	s.m.requests.WithLabelValues(rec.Req.Type, to).Inc()
 	if to == StatusCompleted {
@@ -364,7 +433,7 @@ func (s *Service) Submit(body []byte, actor, baseURL string) (*Created, *record,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	digest := r.digest()
+	digest := s.digest(r.digest())
 	if old, err := s.load(r.ID); err == nil {
 		if old.Digest != digest {
 			return nil, nil, ErrDuplicate
@@ -373,7 +442,7 @@ func (s *Service) Submit(body []byte, actor, baseURL string) (*Created, *record,
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, nil, err
 	}
-	rec := &record{Req: *r, Controller: actor, Actor: actor, Digest: digest, Status: StatusPending, BaseURL: baseURL}
+	rec := &record{Req: *r, Controller: actor, Actor: actor, Digest: digest, Status: StatusPending, BaseURL: baseURL, open: true}
 	if rec.Controller == "" {
 		rec.Controller = s.cfg.ControllerID
 	}
@@ -512,9 +581,18 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Step runs every request due now, one after another, and expires
-// exports; it returns how many requests it ran. Run calls it; tests call
-// it directly with a fake clock.
+// exports; it returns how many requests it ran. Without WithCompactor it
+// then compacts the spans of the keys and exports it destroyed. Run calls
+// it; tests call it directly with a fake clock.
 func (s *Service) Step(ctx context.Context) (int, error) {
+	n, err := s.step(ctx)
+	if err == nil && s.ownComp {
+		err = s.comp.CompactNow(ctx)
+	}
+	return n, err
+}
+
+func (s *Service) step(ctx context.Context) (int, error) {
 	if err := s.sweepExports(); err != nil {
 		return 0, err
 	}
@@ -573,7 +651,7 @@ func (s *Service) runOne(ctx context.Context, id string) error {
 		rec.LastError = step
 		backoff := s.cfg.RetryBackoff << min(rec.Attempts-1, 16)
 		rec.Due = s.now().Add(min(backoff, 10*time.Minute))
-		return s.audit.commit(func(b *pebble.Batch) error { return s.put(b, rec, old) }, nil,
+		return s.audit.commit(func(b *pebble.Batch) error { return s.put(b, rec, old) }, s.kr, nil,
 			Record{Actor: "processor", Action: "request.retry " + rec.Req.Type, Target: "request:" + rec.Req.ID, Outcome: "failed:" + step})
 	}
 	rec.LastError = ""
@@ -587,6 +665,9 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 		now := time.Now()
 		s.m.steps.WithLabelValues(name).Observe(now.Sub(t0).Seconds())
 		t0 = now
+	}
+	if err := s.openRecord(rec); err != nil {
+		return "open", err
 	}
 	pids, err := s.work.Subjects.Resolve(ctx, rec.Req.Identities)
 	if err != nil {

@@ -260,7 +260,12 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		work.Erasers = []privacy.Eraser{identityEraser{a.graph}, consentEraser{a.consent}, audienceEraser{a.aud.Store}}
 		work.Suppressor = suppressor{g: a.graph, c: a.consent}
 	}
-	if a.dsr, err = privacy.New(cfg.Privacy, a.db, a.audit, work, privacy.WithLogger(log), privacy.WithRegisterer(a.reg)); err != nil {
+	// Request identities, rectifications and exports are sealed under keys
+	// of their own in the same keyring, destroyed when the request
+	// finishes and when the export expires; the wrapped keys' spans go to
+	// the shared compactor.
+	if a.dsr, err = privacy.New(cfg.Privacy, a.db, a.audit, work, privacy.WithLogger(log), privacy.WithRegisterer(a.reg),
+		privacy.WithKeyring(a.keys), privacy.WithCompactor(a.comp)); err != nil {
 		return a, err
 	}
 	privacy.Mount(a.srv, a.dsr.Routes(), a.auth)

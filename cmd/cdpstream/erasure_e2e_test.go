@@ -24,12 +24,14 @@ import (
 // id, merged, with consent and an audience membership, is erased by one
 // email through the OpenDSR API. Before, no file of the data directory
 // holds any of her identifier or trait values in plain text (they are
-// sealed under her profile's key). Afterwards no identifier finds
-// anything, no bitmap holds the old profile, no file holds her values,
-// copies of her stored traits and profile record taken before the
-// erasure cannot be opened with the master key (her key is destroyed),
-// the sink that asked got a deletion notice, a new event starts a new
-// profile, and the audit trail verifies.
+// sealed under her profile's key), neither after an access request whose
+// record and export hold them (sealed under keys of their own).
+// Afterwards no identifier finds anything, no bitmap holds the old
+// profile, no file holds her values, copies of her stored traits and
+// profile record taken before the erasure cannot be opened with the
+// master key (her key is destroyed), her export answers 410, the sink
+// that asked got a deletion notice, a new event starts a new profile, and
+// the audit trail verifies.
 func TestErasureEndToEnd(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
 	if err != nil {
@@ -108,6 +110,33 @@ http:
 			t.Errorf("%q in plain in %s before any erasure", v, f)
 		}
 	}
+	// An access request by her first email: its record (while open) and
+	// its export hold her values, sealed; the scan still finds none.
+	code, b := call("POST", "/opendsr/requests", `{"regulation":"gdpr","subject_request_id":"5d0b3c1a-6e2f-4a7b-8c9d-1e2f3a4b5c6d","subject_request_type":"access",
+		"submitted_time":"2026-11-23T09:00:00Z","api_version":"2.0",
+		"subject_identities":[{"identity_type":"email","identity_value":"jane.first@example.com","identity_format":"raw"}]}`)
+	if code != http.StatusCreated {
+		t.Fatalf("access request: %d %s", code, b)
+	}
+	var status struct {
+		Status  string `json:"request_status"`
+		Results string `json:"results_url"`
+	}
+	waitUntilMsg(t, func() bool {
+		_, b = call("GET", "/opendsr/requests/5d0b3c1a-6e2f-4a7b-8c9d-1e2f3a4b5c6d", "")
+		_ = json.Unmarshal(b, &status)
+		return status.Status == "completed"
+	}, func() string { return string(b) })
+	code, export := call("GET", status.Results, "")
+	if code != http.StatusOK || !bytes.Contains(export, []byte("anon-tablet-d04")) || !bytes.Contains(export, []byte("jane-street-5d1c")) {
+		t.Fatalf("her export: %d %s", code, export)
+	}
+	for _, v := range append(values[:9:9], values[10]) {
+		if f := findInDir(t, dataDir, v); f != "" {
+			t.Errorf("%q in plain in %s after her access request", v, f)
+		}
+	}
+
 	// Copies of her stored traits (0x29, version 2: sealed) and profile
 	// record (0x12, version 2: identifier values in sealed chunks), as a
 	// backup would keep them.
@@ -123,7 +152,7 @@ http:
 	}
 
 	// Erasure by one email.
-	code, b := call("POST", "/opendsr/requests", `{"regulation":"gdpr","subject_request_id":"a7c1c5b2-1d2e-4f3a-9b8c-0d1e2f3a4b5c","subject_request_type":"erasure",
+	code, b = call("POST", "/opendsr/requests", `{"regulation":"gdpr","subject_request_id":"a7c1c5b2-1d2e-4f3a-9b8c-0d1e2f3a4b5c","subject_request_type":"erasure",
 		"submitted_time":"2026-11-23T10:00:00Z","api_version":"2.0",
 		"subject_identities":[{"identity_type":"email","identity_value":"jane.second@example.org","identity_format":"raw"}]}`)
 	if code != http.StatusCreated {
@@ -153,6 +182,11 @@ http:
 	}
 	if _, b := call("GET", "/v1/profiles/"+pid+"/consent", ""); bytes.Contains(b, []byte("granted")) {
 		t.Errorf("consent of the erased profile is still there: %s", b)
+	}
+
+	// Her export went with her.
+	if code, _ := call("GET", status.Results, ""); code != http.StatusGone {
+		t.Errorf("her export after the erasure: %d, want 410", code)
 	}
 
 	// The sink that asked got a deletion notice naming the identifiers.
@@ -356,12 +390,11 @@ http:
 		}
 	}
 	// Suppression keeps keyed hashes only: none of her identifiers is in
-	// the data directory. (The email is left out: it is also the request's
-	// identity, whose in_progress record version an SST flushed by the
-	// erasure may still hold until Pebble compacts it — privacy's record,
-	// not identity's.)
+	// the data directory, the email included, which is also the request's
+	// identity: every version of the request's record holds it sealed
+	// under the request's key, destroyed when the request completed.
 	for _, v := range values {
-		if f := findInDir(t, dataDir, v); f != "" && v != "jane@example.com" {
+		if f := findInDir(t, dataDir, v); f != "" {
 			t.Errorf("%q in %s after erase-and-suppress", v, f)
 		}
 	}

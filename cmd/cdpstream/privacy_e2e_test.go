@@ -17,9 +17,11 @@ import (
 
 // TestPrivacyRequests drives OpenDSR requests against the live pipeline:
 // an access request exports what the graph, consent and audiences hold;
-// a suppress request makes every sink drop the person's later events (see
-// TestErasureEndToEnd for erasure, TestErasureSuppressEndToEnd for
-// erase-and-suppress).
+// the store holds the exports and the requests' identities only sealed,
+// also while a request waits (an erasure in its waiting period, then
+// cancelled); a suppress request makes every sink drop the person's later
+// events (see TestErasureEndToEnd for erasure, TestErasureSuppressEndToEnd
+// for erase-and-suppress).
 func TestPrivacyRequests(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.ndjson")
@@ -34,7 +36,7 @@ encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aab
 consent: {purposes: [{name: analytics, bit: 0, default: granted}]}
 sinks: [{name: out, consent: {}, file: {path: %s}}]
 dead_letter: {file: {path: %s}}
-privacy: {poll_interval: 10ms}
+privacy: {poll_interval: 10ms, waiting_period: 1h}
 http:
   addr: "127.0.0.1:0"
   auth: {tokens: [{id: dpo, hash: %s, scopes: [privacy:write]}]}
@@ -84,6 +86,29 @@ http:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(export), "cust-123") {
 		t.Fatalf("export by sha256 identity: %d %s", resp.StatusCode, export)
+	}
+	// The request records and the two exports hold her values sealed (as
+	// do the profile and the traits): no file of the store shows them.
+	for _, v := range []string{"cust-123", "jane@example.com"} {
+		if f := findInDir(t, stateDir(dir), v); f != "" {
+			t.Errorf("%q in plain in %s after the access requests", v, f)
+		}
+	}
+	// An erasure waiting (waiting_period) is an open record on disk: its
+	// id is there in plain (the control that the scan sees plain bytes),
+	// its identity is not. Cancelled, it finishes.
+	const waiting = "e4b1c2d3-5f6a-4b7c-8d9e-0a1b2c3d4e5f"
+	if code, v := call("POST", "/opendsr/requests", dsrBody(waiting, "erasure", "email", "waiting-7e3b@example.com", "")); code != http.StatusCreated {
+		t.Fatalf("erasure request: %d %v", code, v)
+	}
+	if f := findInDir(t, stateDir(dir), waiting); f == "" {
+		t.Fatal("control: the waiting request's id is in no file: the scan cannot see plain bytes")
+	}
+	if f := findInDir(t, stateDir(dir), "waiting-7e3b@example.com"); f != "" {
+		t.Errorf("the waiting request's identity is in plain in %s", f)
+	}
+	if code, v := call("DELETE", "/opendsr/requests/"+waiting, ""); code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %v", code, v)
 	}
 
 	// Suppress, through the terminal command: the person's later events
