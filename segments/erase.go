@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -100,8 +101,31 @@ func (c *Consent) eraseState(set map[uint32]struct{}) error {
 			c.granted[bit].Remove(pid)
 			c.denied[bit].Remove(pid)
 		}
+		// From now on Process records nothing for it and policies drop
+		// its rows still in flight (ReasonErased).
+		c.erased.Add(pid)
 	}
-	// Pending expiries of the erased profiles.
+	// Process's scratch (it clears these at every batch anyway), including
+	// the buffers that may hold the last record written.
+	c.newEpoch()
+	clear(c.dirty[:cap(c.dirty)])
+	clear(c.redir)
+	clear(c.key[:cap(c.key)])
+	clear(c.val[:cap(c.val)])
+	c.ev = eventConsent{}
+	c.x.cache.reset()
+	c.forget(set)
+	c.m.erased.Add(float64(erased))
+	c.m.gauges(c)
+	return nil
+}
+
+// forget drops what memory holds about the erased profiles of set beside
+// their decisions: their pending grant expiries, the consent-change
+// records naming them not yet handed to a batch (from the API), and what
+// the kept batch annotations of their rows say about the profile. The
+// caller holds c.mu.
+func (c *Consent) forget(set map[uint32]struct{}) {
 	n := 0
 	for _, e := range c.exp {
 		if _, ok := set[e.pid]; !ok {
@@ -112,19 +136,19 @@ func (c *Consent) eraseState(set map[uint32]struct{}) error {
 	clear(c.exp[n:])
 	c.exp = c.exp[:n]
 	heap.Init(&c.exp)
-	// Process's scratch (it clears these at every batch anyway), including
-	// the buffers that may hold the last record written.
-	c.newEpoch()
-	clear(c.dirty[:cap(c.dirty)])
-	clear(c.redir)
-	clear(c.key[:cap(c.key)])
-	clear(c.val[:cap(c.val)])
-	c.ev = eventConsent{}
-	c.x.cache.reset()
+	n = 0
+	for _, r := range c.changes {
+		if pid, err := strconv.ParseUint(string(r.Key), 10, 32); err == nil {
+			if _, ok := set[uint32(pid)]; ok {
+				continue
+			}
+		}
+		c.changes[n] = r
+		n++
+	}
+	clear(c.changes[n:])
+	c.changes = c.changes[:n]
 	c.eraseAnnotations(set)
-	c.m.erased.Add(float64(erased))
-	c.m.gauges(c)
-	return nil
 }
 
 // eraseAnnotations forgets, in every kept batch annotation, what the
