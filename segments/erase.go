@@ -24,13 +24,13 @@ var erasedPrefixes = []byte{prefixProfile}
 //   - Pebble: every key of the per-profile families (0x20: the consent
 //     decisions), deleted in one synced batch;
 //   - memory: the profile's decisions, its ids in every purpose's granted
-//     and denied bitmap, its pending grant expiries, the stage's per-batch
-//     scratch, the "profile knew these purposes" part of the per-batch
-//     annotations of its rows (those rows are then decided as the bitmaps
-//     now say: unknown), and the entries naming it in every policy's
-//     explain ring of recent drops; the decoded TCF/GPP string caches are
-//     emptied (they are keyed by string, so the person's cannot be picked
-//     out);
+//     and denied bitmap, its pending grant expiries, the consent-change
+//     records the API made for it that no batch took yet, the stage's
+//     per-batch scratch, the "profile knew these purposes" part of the
+//     per-batch annotations of its rows, and the entries naming it in
+//     every policy's explain ring of recent drops; the decoded TCF/GPP
+//     string caches are emptied (they are keyed by string, so the
+//     person's cannot be picked out);
 //   - disk: after the commit the memtable is flushed and the erased key
 //     ranges are compacted (db.Flush, then db.Compact over each range), so
 //     the deleted records leave the SSTs.
@@ -39,11 +39,17 @@ var erasedPrefixes = []byte{prefixProfile}
 // first and needs the suppression to outlive the erasure; Unsuppress
 // lifts it.
 //
+// The ids join the erased set (in memory, for the life of the process):
+// rows of theirs still in flight, resolved by identity before the
+// erasure, record nothing in Process, merges naming them move nothing
+// (profiles merged into one are erased with it), and every policy drops
+// their rows with reason erased, also those of batches processed before
+// the erasure (see the package doc). The caller erases identity first, so
+// that nothing new resolves to them.
+//
 // Erase is idempotent: erasing a profile without consent state (or twice)
 // deletes nothing, yet still compacts its ranges, so a call repeated after
-// a crash between the commit and the compaction completes it. Events of
-// the profile still in flight through Process after Erase returns record
-// consent again: the caller erases identity (or suppresses) first.
+// a crash between the commit and the compaction completes it.
 //
 // Left on disk outside the compacted SSTs: Pebble recycles obsolete WAL
 // files, so the bytes of decisions written before the flush can remain in
@@ -51,7 +57,8 @@ var erasedPrefixes = []byte{prefixProfile}
 // the data directory owner opens Pebble with a Cleaner that disables WAL
 // recycling to avoid it (see the package doc).
 //
-// Counted in cdp_segments_erased_total (profiles that held consent state).
+// Counted in cdp_segments_erased_total (profiles that held consent state;
+// Process counts those a merge into an erased profile erased).
 func (c *Consent) Erase(pids ...uint32) error {
 	if len(pids) == 0 {
 		return nil

@@ -35,10 +35,13 @@ import (
 //
 // Erase is idempotent: a second call finds nothing, emits no record, and
 // compacts the ranges again (completing a call interrupted by a crash
-// after its commit). A later identify of the same id starts from empty
-// traits and zero counts. Events of the profile still in flight through
-// Process after Erase returns make it known again: the caller erases
-// identity (or suppresses) first.
+// after its commit).
+//
+// The ids join the erased set (in memory, for the life of the process):
+// their rows still in flight, resolved by identity before the erasure,
+// apply nothing in Process, and merges naming them move nothing (profiles
+// merged into one are erased with it; see applyMerge). The caller erases
+// identity first, so that nothing new resolves to them.
 //
 // Pebble recycles obsolete WAL files, so trait bytes written before the
 // flush can remain in a recycled *.log file until it is overwritten; see
