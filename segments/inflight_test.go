@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cockroachdb/pebble"
 )
@@ -281,6 +283,105 @@ func TestEraseInFlight(t *testing.T) {
 		}
 		if h := holds(c, pid); len(h) > 0 {
 			t.Errorf("after restart: memory holds erased profile %d: %v", pid, h)
+		}
+	}
+}
+
+// TestEraseConcurrent: Erase runs while batches (rows and merges over the
+// same few ids) go through Process and a policy's Select in other
+// goroutines, as with a pipelined runner. Whatever the interleaving,
+// every erased id ends with no key, no state and no kept row after its
+// erasure; -race checks the locking.
+func TestEraseConcurrent(t *testing.T) {
+	db := openDB(t, "")
+	defer db.Close()
+	c, err := New(testConfig(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := NewPolicy(PolicyConfig{Name: "all"}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant := `{"context":{"consent":{"categoryPreferences":{"Analytics":true,"Advertising":true,"Functional":true}}}}`
+	batches := make(chan *engine.Batch, 4)
+	errs := make(chan error, 3)
+	// closed once batches are in flight
+	started := make(chan struct{})
+	// the consent stage
+	go func() {
+		defer close(batches)
+		for seq := uint64(1); seq <= 200; seq++ {
+			var rows []row
+			for i := range 20 {
+				rows = append(rows, row{pid: uint32(1 + (int(seq)*7+i)%12), ts: time.Unix(int64(1000+seq), 0), raw: grant})
+			}
+			b := makeBatch(t, seq, rows)
+			if seq%5 == 0 {
+				b.Merges = []engine.Merge{{Survivor: uint32(1 + seq%12), Merged: []uint32{uint32(1 + (seq+5)%12)}}}
+			}
+			if err := c.Process(context.Background(), b); err != nil {
+				errs <- err
+				return
+			}
+			batches <- b
+			if seq == 10 {
+				close(started)
+			}
+		}
+		errs <- nil
+	}()
+	// the privacy processor
+	go func() {
+		<-started
+		for _, pid := range []uint32{3, 8, 11} {
+			runtime.Gosched()
+			if err := c.Erase(pid); err != nil {
+				errs <- err
+				return
+			}
+		}
+		errs <- nil
+	}()
+	// a sink: once Erase returned, no row of the id is kept
+	go func() {
+		for b := range batches {
+			c.mu.RLock()
+			gone := c.erased.Clone()
+			c.mu.RUnlock()
+			pids := b.Rec.Column(engine.ColProfileID).(*array.Uint32).Uint32Values()
+			for _, i := range pol.Select(b, nil, nil) {
+				if gone.Contains(pids[i]) {
+					errs <- fmt.Errorf("batch %d: row %d of erased profile %d kept", b.Seq, i, pids[i])
+					b.Release()
+					for b := range batches {
+						b.Release()
+					}
+					return
+				}
+			}
+			b.Release()
+		}
+		errs <- nil
+	}()
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// the ids erased, and those merged into them meanwhile
+	c.mu.RLock()
+	all := c.erased.ToArray()
+	c.mu.RUnlock()
+	if len(all) < 3 {
+		t.Fatalf("erased set %v", all)
+	}
+	for _, pid := range all {
+		if k := keysNaming(t, db, pid); len(k) > 0 {
+			t.Errorf("keys of erased profile %d: %v", pid, k)
+		}
+		if h := holds(c, pid); len(h) > 0 {
+			t.Errorf("memory holds erased profile %d: %v", pid, h)
 		}
 	}
 }
