@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ func BenchmarkSelect(b *testing.B) {
 		{Name: "profile_deny", Purposes: []string{"analytics", "advertising"}, Require: "all", Unknown: "deny", DecideBy: "profile"},
 		{Name: "stricter_any", Purposes: []string{"analytics", "advertising"}, Require: "any", Unknown: "allow", DecideBy: "stricter"},
 		{Name: "rudderstack", RudderStack: &RudderStackConfig{Provider: "oneTrust", Consents: []string{"C0002"}}},
+		{Name: "profile_default_erased_set", Purposes: []string{"analytics"}, Require: "all", Unknown: "purpose_default", DecideBy: "profile"},
 	} {
 		b.Run(pc.Name, func(b *testing.B) {
 			db := openDB(b, "")
@@ -42,6 +44,9 @@ func BenchmarkSelect(b *testing.B) {
 				b.Fatal(err)
 			}
 			_ = c.Suppress(7)
+			if strings.HasSuffix(pc.Name, "_erased_set") {
+				eraseOthers(b, c)
+			}
 			batch := benchBatch(b, 4096, true)
 			defer batch.Release()
 			if err := c.Process(context.Background(), batch); err != nil {
@@ -64,14 +69,28 @@ func BenchmarkSelect(b *testing.B) {
 	}
 }
 
+// eraseOthers erases 10,000 profiles none of the bench batches names, so
+// that every row pays the erased-set lookup (*_erased_set benchmarks).
+func eraseOthers(b *testing.B, c *Consent) {
+	ids := make([]uint32, 10_000)
+	for i := range ids {
+		ids[i] = uint32(100_000 + 7*i)
+	}
+	if err := c.Erase(ids...); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // BenchmarkProcess is the consent stage per event (SetBytes = raw bytes):
 // events with consent fields (parse, decode cache hit, state update) and
 // without (prefilter only); newer_decisions moves every row's timestamp
 // forward each time, so each row re-stamps its profile's decisions and
 // every batch writes its 1000 profiles to Pebble (a live stream's case;
 // the others replay the same batch, whose rows are then ties).
+// consent_fields=true,erased_set is the first with 10,000 other profiles
+// erased since start: the erased-set lookup per row.
 func BenchmarkProcess(b *testing.B) {
-	for _, name := range []string{"consent_fields=true", "consent_fields=false", "newer_decisions"} {
+	for _, name := range []string{"consent_fields=true", "consent_fields=false", "newer_decisions", "consent_fields=true,erased_set"} {
 		with, newer := name != "consent_fields=false", name == "newer_decisions"
 		b.Run(name, func(b *testing.B) {
 			db := openDB(b, "")
@@ -79,6 +98,9 @@ func BenchmarkProcess(b *testing.B) {
 			c, err := New(testConfig(), db, nil)
 			if err != nil {
 				b.Fatal(err)
+			}
+			if strings.HasSuffix(name, "erased_set") {
+				eraseOthers(b, c)
 			}
 			proto := benchBatch(b, 4096, with)
 			defer proto.Release()

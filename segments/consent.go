@@ -45,7 +45,14 @@ type Consent struct {
 	granted    [MaxPurposes]*roaring.Bitmap
 	denied     [MaxPurposes]*roaring.Bitmap
 	suppressed *roaring.Bitmap
-	exp        expHeap
+	// erased holds the profile ids Erase erased since the process started
+	// (and those merged into one of them since): Process records nothing
+	// for their rows and merges, Select drops their rows (ReasonErased).
+	// Not persisted: after a restart the batches not committed are
+	// resolved again by identity, which resolves nothing to an erased id,
+	// and ids are never reused. 32-bit roaring: a few bytes per id.
+	erased *roaring.Bitmap
+	exp    expHeap
 
 	// stage-only state (under mu's write lock)
 	x       extractor
@@ -53,6 +60,7 @@ type Consent struct {
 	dirty   []uint32 // profiles to write, each once (profile.mark)
 	epoch   uint32   // the current dirty epoch (newEpoch)
 	gone    map[uint32]struct{}
+	erasing []uint32 // profiles a merge into an erased survivor erased (applyMerges)
 	redir   map[uint32]uint32
 	key     []byte
 	val     []byte
@@ -115,6 +123,7 @@ func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (
 		cat: compile(cfg), cfg: cfg, db: db,
 		stampGran:  stampGranularity(cfg.StampGranularity),
 		suppressed: roaring.New(),
+		erased:     roaring.New(),
 		gone:       map[uint32]struct{}{},
 		redir:      map[uint32]uint32{},
 		policies:   map[string]*Policy{},
@@ -273,6 +282,7 @@ func (c *Consent) markDirty(pid uint32, p *profile) {
 func (c *Consent) newEpoch() {
 	c.dirty = c.dirty[:0]
 	clear(c.gone)
+	c.erasing = c.erasing[:0]
 	c.epoch++
 	if c.epoch == 0 {
 		// Wrapped: no profile's mark may read as current.
@@ -343,16 +353,36 @@ func (c *Consent) mergeWins(dm, ds Decision, now int64) bool {
 // set when the profile (or, unresolved, the event) granted purpose i, or
 // nothing is known and purpose i defaults to granted.
 //
+// Rows of an erased profile (resolved by identity before the erasure,
+// still in flight) record nothing and read nothing: no decision, no
+// profile, no write, no change record, no expiry; their consent_mask is 0
+// and every policy drops them (ReasonErased). Merges naming an erased
+// profile: see applyMerges.
+//
 // Pebble: one Pebble batch per engine.Batch, separate from identity's
 // batch (which commits identity and input offsets atomically). Applying a
 // decision is idempotent (latest wins, ties deny), so replaying batches
 // after a crash gives the same state; committing both in one Pebble batch
 // is the next step.
-func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
+func (c *Consent) Process(ctx context.Context, b *engine.Batch) (err error) {
 	if b.Rows() == 0 && len(b.Merges) == 0 {
 		return nil
 	}
 	now := c.now().UnixMicro()
+	// Profiles a merge into an erased survivor erased: once the lock is
+	// released (Select takes a policy's lock before c.mu), the policies'
+	// explain rings forget them and the stage's own compactor pays their
+	// debt, as Erase does.
+	var erasedNow map[uint32]struct{}
+	defer func() {
+		if erasedNow == nil {
+			return
+		}
+		c.erasePolicies(erasedNow)
+		if err == nil && c.ownComp {
+			err = c.comp.CompactNow(context.Background())
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Consent changes of this batch, and those the API made since the last
@@ -365,22 +395,13 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 	c.expire(now)
 	c.newEpoch()
 	clear(c.redir)
-	for _, mg := range b.Merges {
-		for _, id := range mg.Merged {
-			c.merge(mg.Survivor, id, now)
-			c.redir[id] = mg.Survivor
+	c.applyMerges(b.Merges, now)
+	if len(c.erasing) > 0 {
+		erasedNow = make(map[uint32]struct{}, len(c.erasing))
+		for _, id := range c.erasing {
+			erasedNow[id] = struct{}{}
 		}
-	}
-	// a redirect chain within one batch (a merged into b, b into c)
-	for id, s := range c.redir {
-		for i := 0; i < 8; i++ {
-			next, ok := c.redir[s]
-			if !ok {
-				break
-			}
-			s = next
-		}
-		c.redir[id] = s
+		c.forget(erasedNow)
 	}
 	n := b.Rows()
 	if n == 0 {
@@ -401,12 +422,23 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 	c.maskB.Reserve(n)
 	def := c.cat.defGranted
 	ev := &c.ev
+	// Checked once per batch: with nothing erased (the common case) a row
+	// costs one predictable branch more.
+	er := !c.erased.IsEmpty()
 	for i := 0; i < n; i++ {
 		pid := pidv[i]
 		if len(c.redir) > 0 {
 			if s, ok := c.redir[pid]; ok {
 				pid = s
 			}
+		}
+		if er && pid != 0 && c.erased.Contains(pid) {
+			// In flight since before the erasure: the event is neither
+			// read nor recorded (applyMerges never redirects to or from an
+			// erased id, so pid is the row's own or a live survivor's).
+			c.maskB.UnsafeAppend(0)
+			a.ek[i], a.eg[i], a.pk[i] = 0, 0, 0
+			continue
 		}
 		ts := int64(tsv[i]) // µs, per engine.Schema
 		c.x.extractRow(cfs, raws, i, ts, ev)
@@ -453,7 +485,7 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 		a.ek[i], a.eg[i], a.pk[i] = ev.known, ev.granted, known
 	}
 	c.m.flushExtractor(&c.x, &c.errSeen)
-	err := c.persist()
+	err = c.persist()
 	col := c.maskB.NewUint64Array()
 	nrec, serr := rec.SetColumn(engine.ColConsentMask, col)
 	col.Release()
@@ -467,6 +499,77 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) error {
 	return err
 }
 
+// applyMerges applies the batch's merges and fills c.redir. A merge never
+// moves consent out of or into an erased profile:
+//
+//   - an erased merged profile holds nothing to move; its rows keep their
+//     id (no redirect) and are dropped as the erased id's;
+//   - the profiles merged into an erased survivor are the erased person's
+//     (identity merged them before erasing the survivor, and erased their
+//     redirects with it; their consent reached this stage only now): their
+//     consent is erased as Erase would (memory, bitmaps, Pebble, with
+//     compaction debt) and they join the erased set, so their rows, in this
+//     batch and still in flight, are dropped too; so does a profile merged
+//     earlier in the batch into one of them.
+//
+// The caller holds c.mu.
+func (c *Consent) applyMerges(merges []engine.Merge, now int64) {
+	er := !c.erased.IsEmpty()
+	for _, mg := range merges {
+		for _, id := range mg.Merged {
+			if er && (c.erased.Contains(id) || c.erased.Contains(mg.Survivor)) {
+				if !c.erased.Contains(id) {
+					c.eraseMerged(id)
+				}
+				continue
+			}
+			c.merge(mg.Survivor, id, now)
+			c.redir[id] = mg.Survivor
+		}
+	}
+	// a redirect chain within one batch (a merged into b, b into c)
+	for id, s := range c.redir {
+		for i := 0; i < 8; i++ {
+			next, ok := c.redir[s]
+			if !ok {
+				break
+			}
+			s = next
+		}
+		c.redir[id] = s
+	}
+	if len(c.erasing) == 0 {
+		return
+	}
+	// a merged into b, then b into an erased survivor: a's consent moved
+	// into b, and went with it.
+	for id, s := range c.redir {
+		if c.erased.Contains(s) {
+			c.eraseMerged(id)
+			delete(c.redir, id)
+		}
+	}
+}
+
+// eraseMerged erases profile id, merged into an erased survivor: its
+// consent leaves memory and the bitmaps, persist deletes its record and
+// stages the compaction of its key range, and it joins the erased set.
+// The caller holds c.mu and calls forget for c.erasing.
+func (c *Consent) eraseMerged(id uint32) {
+	if p := c.profiles.get(id); p != nil {
+		for b := p.set; b != 0; b &= b - 1 {
+			bit := tz(b)
+			c.granted[bit].Remove(id)
+			c.denied[bit].Remove(id)
+		}
+		c.profiles.del(id)
+		c.m.erased.Inc()
+	}
+	c.gone[id] = struct{}{}
+	c.erased.Add(id)
+	c.erasing = append(c.erasing, id)
+}
+
 // persist writes the dirty profiles and deletes the merged ones.
 func (c *Consent) persist() error {
 	if len(c.dirty) == 0 && len(c.gone) == 0 {
@@ -478,6 +581,13 @@ func (c *Consent) persist() error {
 		c.key = profileKey(c.key[:0], prefixProfile, pid)
 		if err := w.Delete(c.key, nil); err != nil {
 			return fmt.Errorf("cannot stage consent delete: %w", err)
+		}
+	}
+	// Profiles erased by a merge: their deleted records must leave the
+	// files (engine.Compactor), as Erase's do.
+	for _, sp := range profileSpans(erasedPrefixes, c.erasing) {
+		if err := c.comp.Stage(w, sp[0], sp[1]); err != nil {
+			return fmt.Errorf("cannot stage compaction debt: %w", err)
 		}
 	}
 	// In key order: the memtable inserts a sorted run far faster (each
@@ -498,6 +608,9 @@ func (c *Consent) persist() error {
 	}
 	if err := w.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("cannot commit consent: %w", err)
+	}
+	if len(c.erasing) > 0 {
+		c.comp.Staged()
 	}
 	return nil
 }

@@ -46,16 +46,21 @@
 //   - Merges (b.Merges, applied before the rows): per purpose the later
 //     decision (merge: latest) or a denial over a grant (most_restrictive);
 //     the merged profile's state is deleted; rows of the batch still
-//     carrying a merged id apply to the survivor.
+//     carrying a merged id apply to the survivor. A merge naming an erased
+//     profile (see Erasure) moves nothing into or out of it.
 //   - consent_mask of a row: the profile's effective consent after that
 //     row (unresolved rows: the event's own), with unknown purposes at
 //     their catalogue default.
-//   - A Policy keeps a row iff the profile is not suppressed and the
-//     required purposes pass (all/any) in the view decide_by names
-//     (profile, event, or both for stricter), where unknown purposes count
-//     as allow, deny, or purpose_default; and the RudderStack block, if
-//     any, keeps it. Drop reasons: suppressed, consent_denied (a required
-//     purpose explicitly denied), consent_unknown, consent_denied_rudderstack.
+//   - A Policy keeps a row iff the profile is neither erased (since the
+//     process started) nor suppressed and the required purposes pass
+//     (all/any) in the view decide_by names (profile, event, or both for
+//     stricter), where unknown purposes count as allow, deny, or
+//     purpose_default; and the RudderStack block, if any, keeps it. Drop
+//     reasons: erased, suppressed, consent_denied (a required purpose
+//     explicitly denied), consent_unknown, consent_denied_rudderstack,
+//     consent_record (a consent record of the input topic, not an event).
+//     A policy with no purpose and no RudderStack block still drops erased
+//     and suppressed profiles.
 //
 // # Invariants
 //
@@ -72,6 +77,10 @@
 //     both against a naive per-event evaluation.
 //   - Locking: Process and the API's PUT hold the write lock; Select and
 //     GET hold the read lock.
+//   - Nothing is recorded for a profile id in the erased set: no decision,
+//     bitmap bit, Pebble key, expiry or change record (TestEraseInFlight;
+//     TestProcessMatchesModel and TestPolicyMatchesNaive erase between
+//     batches, and between a batch's Process and Select).
 //   - A profile's minT is the oldest Time among its decisions. Process
 //     rejects a row whose decisions (all at the event's time, no own
 //     mParticle times) are for purposes the profile has decided and older
@@ -87,16 +96,45 @@
 // Eraser) deletes the profiles' keys of every per-profile family (today
 // 0x20; erasedPrefixes lists them) in one synced Pebble batch, removes
 // them from memory and from every granted and denied bitmap, drops their
-// pending expiries, zeroes what the kept batch annotations of their rows
-// say about the profile (such rows then read as the bitmaps do: unknown),
-// removes them from every policy's explain ring, and empties the decoded
+// pending expiries and the change records the API made for them that no
+// batch took yet, zeroes what the kept batch annotations of their rows
+// say about the profile, removes them from every policy's explain ring,
+// and empties the decoded
 // string caches. Then it flushes the memtable and compacts each erased key
 // range (db.Flush, db.Compact), so the records leave the SSTs. The
 // suppression set is not touched: erase-and-suppress suppresses first,
 // and the suppression must outlive the erasure. Erase is idempotent (a
-// repeat deletes nothing, compacts again). Events of the profile still in
-// flight after Erase record consent anew: identity is erased (or the
-// profile suppressed) first.
+// repeat deletes nothing, compacts again).
+//
+// Erase also adds the ids to the erased set, held in memory (a roaring
+// bitmap: a few bytes per id) for the life of the process. Identity,
+// erased first, resolves nothing to them any more, and ids are never
+// reused; what still carries them is a batch identity resolved before the
+// erasure, in flight towards this stage or the sinks (with a pipelined
+// runner, several). For those:
+//
+//   - Process reads and records nothing of their rows: no decision, no
+//     profile, no write, no change record, no expiry; their consent_mask
+//     is 0 (nothing granted).
+//   - Every Policy drops their rows with reason erased, also in batches
+//     Process handled before the erasure. The explain ring keeps the
+//     message id and the reason, not the erased id; explain by profile_id
+//     answers erased.
+//   - Merges (b.Merges of a batch resolved before the erasure): an erased
+//     merged profile has nothing to move and its rows are not redirected
+//     (they are dropped); the profiles merged into an erased survivor are
+//     the erased person's (identity merged them first and erased their
+//     redirects with the survivor), so their consent is erased as Erase
+//     would (memory, bitmaps, Pebble, compaction debt, explain rings) and
+//     they join the erased set, with any profile the same batch merged
+//     into one of them.
+//   - PUT /v1/profiles/{id}/consent answers 410 Gone.
+//
+// The set is not persisted: after a restart the batches not committed are
+// resolved again by identity, which resolves nothing to an erased id. The
+// consent-change records Process attached to a batch before the erasure
+// still travel with it (records are not rows: policies do not filter
+// them); those the API made and no batch took yet are dropped by Erase.
 //
 // Not reached by Erase: Pebble recycles obsolete WAL files, and a
 // recycled log is overwritten from its start, so its tail can keep
@@ -141,7 +179,11 @@
 // stale or repeated row costs one memory access. The page directory costs
 // 8 bytes per 1024 ids up to the largest id with a decision: at most 32
 // MiB, should a PUT name profile 4294967295. The bitmaps cost about 1
-// byte per profile for 4 purposes at 10M profiles (BitmapMemory).
+// byte per profile for 4 purposes at 10M profiles (BitmapMemory). The
+// erased set costs about 2 bytes per id erased since start (dense runs
+// far less); while it is empty Process and Select check it once per
+// batch, after that once per row (BenchmarkProcess and BenchmarkSelect,
+// *_erased_set).
 //
 // # Metrics
 //
@@ -151,7 +193,7 @@
 //	cdp_segments_decode_errors_total{format}       tcf, gpp, usp, json
 //	cdp_segments_string_cache_{hits,misses}_total
 //	cdp_segments_merges_total
-//	cdp_segments_erased_total                      profiles whose consent state Erase removed
+//	cdp_segments_erased_total                      profiles whose consent state Erase (or a merge into an erased profile) removed
 //	cdp_segments_profiles{purpose,status}          bitmap cardinalities
 //
 // Drops are counted by the runner as cdp_engine_dropped_total{sink,reason}

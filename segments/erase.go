@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -23,13 +24,13 @@ var erasedPrefixes = []byte{prefixProfile}
 //   - Pebble: every key of the per-profile families (0x20: the consent
 //     decisions), deleted in one synced batch;
 //   - memory: the profile's decisions, its ids in every purpose's granted
-//     and denied bitmap, its pending grant expiries, the stage's per-batch
-//     scratch, the "profile knew these purposes" part of the per-batch
-//     annotations of its rows (those rows are then decided as the bitmaps
-//     now say: unknown), and the entries naming it in every policy's
-//     explain ring of recent drops; the decoded TCF/GPP string caches are
-//     emptied (they are keyed by string, so the person's cannot be picked
-//     out);
+//     and denied bitmap, its pending grant expiries, the consent-change
+//     records the API made for it that no batch took yet, the stage's
+//     per-batch scratch, the "profile knew these purposes" part of the
+//     per-batch annotations of its rows, and the entries naming it in
+//     every policy's explain ring of recent drops; the decoded TCF/GPP
+//     string caches are emptied (they are keyed by string, so the
+//     person's cannot be picked out);
 //   - disk: after the commit the memtable is flushed and the erased key
 //     ranges are compacted (db.Flush, then db.Compact over each range), so
 //     the deleted records leave the SSTs.
@@ -38,11 +39,17 @@ var erasedPrefixes = []byte{prefixProfile}
 // first and needs the suppression to outlive the erasure; Unsuppress
 // lifts it.
 //
+// The ids join the erased set (in memory, for the life of the process):
+// rows of theirs still in flight, resolved by identity before the
+// erasure, record nothing in Process, merges naming them move nothing
+// (profiles merged into one are erased with it), and every policy drops
+// their rows with reason erased, also those of batches processed before
+// the erasure (see the package doc). The caller erases identity first, so
+// that nothing new resolves to them.
+//
 // Erase is idempotent: erasing a profile without consent state (or twice)
 // deletes nothing, yet still compacts its ranges, so a call repeated after
-// a crash between the commit and the compaction completes it. Events of
-// the profile still in flight through Process after Erase returns record
-// consent again: the caller erases identity (or suppresses) first.
+// a crash between the commit and the compaction completes it.
 //
 // Left on disk outside the compacted SSTs: Pebble recycles obsolete WAL
 // files, so the bytes of decisions written before the flush can remain in
@@ -50,7 +57,8 @@ var erasedPrefixes = []byte{prefixProfile}
 // the data directory owner opens Pebble with a Cleaner that disables WAL
 // recycling to avoid it (see the package doc).
 //
-// Counted in cdp_segments_erased_total (profiles that held consent state).
+// Counted in cdp_segments_erased_total (profiles that held consent state;
+// Process counts those a merge into an erased profile erased).
 func (c *Consent) Erase(pids ...uint32) error {
 	if len(pids) == 0 {
 		return nil
@@ -100,8 +108,31 @@ func (c *Consent) eraseState(set map[uint32]struct{}) error {
 			c.granted[bit].Remove(pid)
 			c.denied[bit].Remove(pid)
 		}
+		// From now on Process records nothing for it and policies drop
+		// its rows still in flight (ReasonErased).
+		c.erased.Add(pid)
 	}
-	// Pending expiries of the erased profiles.
+	// Process's scratch (it clears these at every batch anyway), including
+	// the buffers that may hold the last record written.
+	c.newEpoch()
+	clear(c.dirty[:cap(c.dirty)])
+	clear(c.redir)
+	clear(c.key[:cap(c.key)])
+	clear(c.val[:cap(c.val)])
+	c.ev = eventConsent{}
+	c.x.cache.reset()
+	c.forget(set)
+	c.m.erased.Add(float64(erased))
+	c.m.gauges(c)
+	return nil
+}
+
+// forget drops what memory holds about the erased profiles of set beside
+// their decisions: their pending grant expiries, the consent-change
+// records naming them not yet handed to a batch (from the API), and what
+// the kept batch annotations of their rows say about the profile. The
+// caller holds c.mu.
+func (c *Consent) forget(set map[uint32]struct{}) {
 	n := 0
 	for _, e := range c.exp {
 		if _, ok := set[e.pid]; !ok {
@@ -112,19 +143,19 @@ func (c *Consent) eraseState(set map[uint32]struct{}) error {
 	clear(c.exp[n:])
 	c.exp = c.exp[:n]
 	heap.Init(&c.exp)
-	// Process's scratch (it clears these at every batch anyway), including
-	// the buffers that may hold the last record written.
-	c.newEpoch()
-	clear(c.dirty[:cap(c.dirty)])
-	clear(c.redir)
-	clear(c.key[:cap(c.key)])
-	clear(c.val[:cap(c.val)])
-	c.ev = eventConsent{}
-	c.x.cache.reset()
+	n = 0
+	for _, r := range c.changes {
+		if pid, err := strconv.ParseUint(string(r.Key), 10, 32); err == nil {
+			if _, ok := set[uint32(pid)]; ok {
+				continue
+			}
+		}
+		c.changes[n] = r
+		n++
+	}
+	clear(c.changes[n:])
+	c.changes = c.changes[:n]
 	c.eraseAnnotations(set)
-	c.m.erased.Add(float64(erased))
-	c.m.gauges(c)
-	return nil
 }
 
 // eraseAnnotations forgets, in every kept batch annotation, what the

@@ -14,7 +14,7 @@ import (
 
 // Handler serves the consent API:
 //
-//	PUT /v1/profiles/{id}/consent   body {purpose: {status, timestamp, expires_at, source}}
+//	PUT /v1/profiles/{id}/consent   body {purpose: {status, timestamp, expires_at, source}}; 410 for a profile erased since start
 //	GET /v1/profiles/{id}/consent
 //	GET /v1/consent/explain?sink=NAME&message_id=ID    (from the sink's last 4096 drops)
 //	GET /v1/consent/explain?sink=NAME&profile_id=N     (the policy against the profile now)
@@ -175,6 +175,12 @@ func (c *Consent) putConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	applied := map[string]bool{}
 	c.mu.Lock()
+	if c.erased.Contains(pid) {
+		// Ids are never reused: a decision would be orphaned state.
+		c.mu.Unlock()
+		engine.WriteError(w, http.StatusGone, fmt.Sprintf("profile %d was erased", pid))
+		return
+	}
 	nowUs := now.UnixMicro()
 	c.expire(nowUs)
 	c.newEpoch()
@@ -260,6 +266,9 @@ func (p *Policy) ExplainProfile(pid uint32) engine.Reason {
 	c := p.c
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if c.erased.Contains(pid) {
+		return ReasonErased
+	}
 	if c.suppressed.Contains(pid) {
 		return ReasonSuppressed
 	}
@@ -281,6 +290,8 @@ func reasonDetail(r engine.Reason) string {
 		return "a required purpose had no decision and the policy does not allow unknown"
 	case ReasonSuppressed:
 		return "the profile is suppressed"
+	case ReasonErased:
+		return "the profile was erased after the event was resolved to it; its events still in flight are dropped"
 	case ReasonRudderStack:
 		return "the event's consentManagement denied the sink's RudderStack consents"
 	}

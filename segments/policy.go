@@ -18,6 +18,10 @@ const (
 	ReasonDenied     engine.Reason = "consent_denied"
 	ReasonUnknown    engine.Reason = "consent_unknown"
 	ReasonSuppressed engine.Reason = "suppressed"
+	// ReasonErased: the row's profile was erased (Consent.Erase) after
+	// identity resolved the row; its events still in flight never reach a
+	// sink with a policy.
+	ReasonErased engine.Reason = "erased"
 	// ReasonRudderStack: the RudderStack destination block filtered the
 	// event (its consentManagement denied the sink's consents).
 	ReasonRudderStack engine.Reason = "consent_denied_rudderstack"
@@ -163,7 +167,8 @@ var _ engine.Filter = (*Policy)(nil)
 // profile_id columns and the batch's annotation from Process (each row's
 // event consent and which purposes the profile had decided); for a batch
 // whose annotation is gone it falls back to the bitmaps (profile) and to
-// parsing the raw event (event). Suppressed profiles never pass.
+// parsing the raw event (event). Suppressed and erased profiles never
+// pass, whatever the policy requires.
 func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.Reason)) []int {
 	n := b.Rows()
 	if n == 0 {
@@ -190,6 +195,7 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 	defer c.ann.mu.RUnlock()
 	a := c.ann.find(b)
 	supp := !c.suppressed.IsEmpty()
+	er := !c.erased.IsEmpty()
 	for i := 0; i < n; i++ {
 		pid := pidv[i]
 		if engine.EventType(typv[i]) == engine.TypeConsent {
@@ -198,6 +204,12 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 			if drop != nil {
 				drop(i, ReasonConsentRecord)
 			}
+			continue
+		}
+		if er && pid != 0 && c.erased.Contains(pid) {
+			// Resolved before the erasure, still in flight. The explain
+			// ring keeps the message id and reason, not the erased id.
+			p.dropRow(i, 0, ReasonErased, drop)
 			continue
 		}
 		if supp && pid != 0 && c.suppressed.Contains(pid) {

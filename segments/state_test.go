@@ -18,9 +18,16 @@ import (
 // naively: per profile and purpose one decision, the latest wins, a tie
 // keeps a denial (or an identical decision); merges per purpose by merge
 // rule. It knows nothing of the stage's table, minT, memo or epochs.
+// Erased profiles (since the last restart) hold nothing and get nothing.
 type stateModel struct {
 	restrictive bool
 	p           map[uint32]map[int]Decision
+	erased      map[uint32]bool
+}
+
+func (m *stateModel) erase(pid uint32) {
+	delete(m.p, pid)
+	m.erased[pid] = true
 }
 
 func (m *stateModel) apply(pid uint32, bit int, d Decision) bool {
@@ -35,10 +42,19 @@ func (m *stateModel) apply(pid uint32, bit int, d Decision) bool {
 	return true
 }
 
-func (m *stateModel) merge(survivor, merged uint32, now int64) {
+// merge reports whether rows of merged apply to survivor: not when either
+// is erased. Merged into an erased survivor, merged is erased too.
+func (m *stateModel) merge(survivor, merged uint32, now int64) bool {
+	switch {
+	case m.erased[merged]:
+		return false
+	case m.erased[survivor]:
+		m.erase(merged)
+		return false
+	}
 	pm, ok := m.p[merged]
 	if survivor == merged || !ok {
-		return
+		return true
 	}
 	if m.p[survivor] == nil {
 		m.p[survivor] = map[int]Decision{}
@@ -62,6 +78,7 @@ func (m *stateModel) merge(survivor, merged uint32, now int64) {
 		}
 	}
 	delete(m.p, merged)
+	return true
 }
 
 // masks returns pid's effective known and granted purposes at now.
@@ -107,6 +124,14 @@ func (m *stateModel) check(t *testing.T, c *Consent, now int64, when string) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("%s: decisions\n got %v\nwant %v", when, got, want)
 	}
+	var er []uint32
+	for pid := range m.erased {
+		er = append(er, pid)
+	}
+	slices.Sort(er)
+	if fmt.Sprint(c.erased.ToArray()) != fmt.Sprint(er) {
+		t.Fatalf("%s: erased %v, want %v", when, c.erased.ToArray(), er)
+	}
 	for _, pu := range c.cat.purposes {
 		var g, d []uint32
 		for pid, ds := range m.p {
@@ -133,7 +158,10 @@ func (m *stateModel) check(t *testing.T, c *Consent, now int64, when string) {
 // mParticle times, expiring grants), merges, API PUTs, clock steps,
 // erasures and restarts, in random batches: after every step the stage's
 // decisions, bitmaps and each row's consent_mask equal a naive model's,
-// and so do those a restart loads from Pebble.
+// and so do those a restart loads from Pebble. Rows and merges keep
+// naming erased ids, as batches in flight during an erasure do, until a
+// restart (after which identity resolves nothing to them: they leave the
+// stream for fresh ids).
 func TestProcessMatchesModel(t *testing.T) {
 	type payload struct {
 		raw string
@@ -180,9 +208,10 @@ func TestProcessMatchesModel(t *testing.T) {
 				return c
 			}
 			c := open()
-			m := &stateModel{restrictive: restrictive, p: map[uint32]map[int]Decision{}}
+			m := &stateModel{restrictive: restrictive, p: map[uint32]map[int]Decision{}, erased: map[uint32]bool{}}
 			// ids on several table pages, one far out
 			ids := []uint32{1, 2, 3, 4, 1023, 1024, 1025, 5000, 1 << 20}
+			fresh := uint32(6000) // replaces an erased id at a restart
 			var payloads []payload
 			for a := 0; a < 3; a++ {
 				for ad := 0; ad < 3; ad++ {
@@ -204,6 +233,14 @@ func TestProcessMatchesModel(t *testing.T) {
 				case r == 0:
 					swept = now
 					c = open()
+					// The erased set is not persisted; ids are never reused.
+					for i, pid := range ids {
+						if m.erased[pid] {
+							ids[i] = fresh
+							fresh += 700
+						}
+					}
+					clear(m.erased)
 					m.check(t, c, now, name+": restart")
 					continue
 				case r == 1:
@@ -214,7 +251,7 @@ func TestProcessMatchesModel(t *testing.T) {
 					if err := c.Erase(pid); err != nil {
 						t.Fatal(err)
 					}
-					delete(m.p, pid)
+					m.erase(pid)
 					m.check(t, c, swept, fmt.Sprintf("%s: erase %d", name, pid))
 					continue
 				case r == 3:
@@ -233,10 +270,16 @@ func TestProcessMatchesModel(t *testing.T) {
 					}
 					w := httptest.NewRecorder()
 					c.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodPut, fmt.Sprintf("/v1/profiles/%d/consent", pid), strings.NewReader(body)))
-					if w.Code != http.StatusOK {
+					switch {
+					case m.erased[pid]:
+						if w.Code != http.StatusGone {
+							t.Fatalf("%s: PUT of erased %d: %d %s", name, pid, w.Code, w.Body)
+						}
+					case w.Code != http.StatusOK:
 						t.Fatalf("%s: PUT: %d %s", name, w.Code, w.Body)
+					default:
+						m.apply(pid, 0, d)
 					}
-					m.apply(pid, 0, d)
 					swept = now
 					m.check(t, c, now, name+": PUT "+body)
 					continue
@@ -258,8 +301,9 @@ func TestProcessMatchesModel(t *testing.T) {
 				redir := map[uint32]uint32{}
 				for _, mg := range merges {
 					for _, x := range mg.Merged {
-						m.merge(mg.Survivor, x, now)
-						redir[x] = mg.Survivor
+						if m.merge(mg.Survivor, x, now) {
+							redir[x] = mg.Survivor
+						}
 					}
 				}
 				var want []uint64
@@ -302,6 +346,10 @@ func TestProcessMatchesModel(t *testing.T) {
 					if s, ok := redir[pid]; ok {
 						target = s
 					}
+					if m.erased[target] {
+						want = append(want, 0) // nothing read, nothing recorded
+						continue
+					}
 					var ek, eg uint64
 					for bit, st := range pl.st {
 						ek |= 1 << bit
@@ -338,6 +386,7 @@ func TestProcessMatchesModel(t *testing.T) {
 				m.check(t, c, now, fmt.Sprintf("%s: batch %d", name, seq))
 			}
 			c = open()
+			clear(m.erased)
 			m.check(t, c, clock.UnixMicro(), name+": final restart")
 			_ = db.Close()
 		}

@@ -271,8 +271,11 @@ func (e audienceExporter) Export(_ context.Context, s privacy.Subject) (any, err
 // With a purpose catalogue, the consent stage's suppression of the
 // profile ids is kept as well: events resolved before the request ran and
 // still in flight to the sinks are dropped by the sink policies (sinks
-// with a consent block). consentEraser lifts it when the profile is erased:
-// the id resolves nothing any more and is never reused.
+// with a consent block, reason "suppressed"). consentEraser lifts it when
+// the profile is erased, once Consent.Erase has put the id in the consent
+// stage's erased set: from then on the same policies drop those events
+// with reason "erased", so at no moment does one reach a sink with a
+// consent block.
 type suppressor struct {
 	g *identity.Graph
 	c *segments.Consent // nil without a purpose catalogue
@@ -348,6 +351,19 @@ func (n deletionNotifier) NotifyDeletion(ctx context.Context, requestID string, 
 // (identifier keys, profile records, merge-log tombstones), then consent
 // and audiences (state, counters, traits, memberships, bitmaps). Each is
 // idempotent and compacts the key ranges it cleared.
+//
+// Identity goes first so that nothing resolves to the erased ids any
+// more. Batches it resolved before may still be in flight (several, with a
+// pipelined runner): the consent stage and the audience store keep the ids
+// they erased in an erased set (memory; ids are never reused) and record
+// nothing for those rows, nor for merges naming them (profiles merged into
+// an erased one are erased with it), and every sink policy drops the rows
+// with reason "erased". A sink without a consent block has no policy and
+// still receives them; so does every sink without a purpose catalogue.
+// Until consent's Erase has run (after identity's), rows in flight are
+// handled as any other: recorded, then erased with the rest, and passed to
+// the sinks whose policy allows them, after the deletion notice (which
+// goes out before the erasers) unless the request also suppresses.
 type identityEraser struct{ g *identity.Graph }
 
 func (identityEraser) Name() string { return "identity" }
@@ -361,7 +377,10 @@ func (consentEraser) Name() string { return "consent" }
 
 // Erase erases the consent state and lifts the profile-id suppression:
 // an erased id is never reused, and a person's suppression lives on as
-// identifier hashes in the identity graph (suppressor).
+// identifier hashes in the identity graph (suppressor). In this order:
+// Erase puts the ids in the consent stage's erased set first, so the sink
+// policies drop their rows still in flight (reason "erased") before and
+// after the suppression is lifted.
 func (e consentEraser) Erase(_ context.Context, s privacy.Subject) error {
 	if err := e.c.Erase(s.Profiles...); err != nil {
 		return err

@@ -42,6 +42,8 @@
 // move the merged profiles' traits (the survivor's values win) and
 // counters (summed) to the survivor; the merged ids leave every audience
 // (records with cause "merge") and the survivor is re-evaluated for all.
+// Rows of a profile erased since start, and merges naming one, are the
+// exception (see Erasure).
 // Only the audiences a profile's rows could affect are evaluated: trait
 // audiences for identify rows, event audiences for the names seen, consent
 // audiences for events carrying consent fields, and, in dependency order,
@@ -93,9 +95,31 @@
 // memtable and compacts the erased ranges (per run of consecutive ids;
 // memberships per audience; the keys' range), so the values and the
 // wrapped key leave the SSTs. Idempotent: a
-// repeat emits nothing and compacts again. The same id seen again later
-// starts from empty traits and zero counts. Definitions (0x28), offsets
+// repeat emits nothing and compacts again. Definitions (0x28), offsets
 // (0x2c) and back-fill marks (0x2d) hold nothing per profile.
+//
+// Erase also adds the ids to the erased set, held in memory (a roaring
+// bitmap) for the life of the process. Identity, erased first, resolves
+// nothing to them any more and ids are never reused, but batches it
+// resolved before the erasure may still be on their way here (with a
+// pipelined runner, several). For those:
+//
+//   - Process applies nothing of their rows: no traits (so no key is
+//     created for them either), no counters, no known mark, no
+//     evaluation, no membership, no record.
+//   - Merges: an erased merged profile has nothing left to move, and the
+//     survivor is left as it is; the profiles merged into an erased
+//     survivor are the erased person's (identity merged them first and
+//     erased their redirects with the survivor), so the batch erases them
+//     as Erase would (traits, counters, key, membership rows with exit
+//     records of cause "erase", compaction debt) and they join the erased
+//     set.
+//
+// TestEraseInFlight checks that no 0x29-0x2b key nor keyring key names
+// them afterwards. The set is not persisted: after a restart the batches
+// not committed are resolved again by identity, which resolves nothing to
+// an erased id (should a store be fed the id anyway, it starts from empty
+// traits and zero counts).
 //
 // Not reached without a keyring: Pebble recycles obsolete WAL files and
 // overwrites a recycled one from its start, so its tail can keep traits
@@ -150,7 +174,8 @@
 // # Metrics (WithRegisterer)
 //
 // cdp_segments_audience_changes_total{cause,kind} (causes erase and rectify included),
-// cdp_segments_audience_erased_total,
+// cdp_segments_audience_erased_total (profiles the store knew that Erase, or
+// a merge into an erased profile, erased),
 // cdp_segments_audience_evaluations_total,
 // cdp_segments_audience_traits_dropped_total,
 // cdp_segments_audience_profiles, cdp_segments_audience_count.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/valyala/fastjson"
@@ -34,10 +35,13 @@ import (
 //
 // Erase is idempotent: a second call finds nothing, emits no record, and
 // compacts the ranges again (completing a call interrupted by a crash
-// after its commit). A later identify of the same id starts from empty
-// traits and zero counts. Events of the profile still in flight through
-// Process after Erase returns make it known again: the caller erases
-// identity (or suppresses) first.
+// after its commit).
+//
+// The ids join the erased set (in memory, for the life of the process):
+// their rows still in flight, resolved by identity before the erasure,
+// apply nothing in Process, and merges naming them move nothing (profiles
+// merged into one are erased with it; see applyMerge). The caller erases
+// identity first, so that nothing new resolves to them.
 //
 // Pebble recycles obsolete WAL files, so trait bytes written before the
 // flush can remain in a recycled *.log file until it is overwritten; see
@@ -73,31 +77,9 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 	for _, a := range s.order {
 		auds = append(auds, a.def.ID)
 	}
-	var key []byte
 	for _, pid := range ids {
-		key = traitsKey(key[:0], pid)
-		if err := w.Delete(key, nil); err != nil {
-			return nil, fmt.Errorf("cannot stage erasure: %w", err)
-		}
-		lo, hi := counterRange(pid)
-		if err := w.DeleteRange(lo, hi, nil); err != nil {
-			return nil, fmt.Errorf("cannot stage erasure: %w", err)
-		}
-		if s.kr != nil {
-			// Crypto-shredding: every older copy of its sealed traits
-			// becomes unreadable (identity, erased first, destroyed it
-			// already; this makes the store's erasure whole by itself).
-			if err := s.kr.Destroy(w, pid); err != nil {
-				return nil, err
-			}
-		}
-		// Every audience's row, not only those the bitmaps name: the rows
-		// are what a restart rebuilds memberships from.
-		for _, id := range auds {
-			key = memberKey(key[:0], id, pid)
-			if err := w.Delete(key, nil); err != nil {
-				return nil, fmt.Errorf("cannot stage erasure: %w", err)
-			}
+		if err := s.stageErase(w, pid); err != nil {
+			return nil, err
 		}
 	}
 	if err := w.Commit(pebble.Sync); err != nil {
@@ -108,17 +90,8 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 	}
 	now := s.now()
 	s.chg = s.chg[:0]
-	erased := 0
 	for _, pid := range ids {
-		if s.known.CheckedRemove(pid) {
-			erased++
-		}
-		for _, a := range s.order {
-			if a.members.CheckedRemove(pid) {
-				a.changed = now
-				s.chg = append(s.chg, Change{Audience: a.def.ID, Version: a.def.Version, ProfileID: pid, Time: now.UTC(), Cause: "erase"})
-			}
-		}
+		s.forget(pid, now)
 	}
 	// Process's scratch (cleared at every batch anyway) and the buffers and
 	// parsers that may still hold the last traits read or written.
@@ -127,16 +100,68 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 	clear(s.incs)
 	s.incList = s.incList[:0]
 	clear(s.csets)
+	s.scrub()
+	s.flushChanges()
+	return auds, nil
+}
+
+// stageErase stages in w the deletion of everything pid has in the
+// store: traits, day counters, its key (with a keyring) and its row in
+// every audience, not only those the bitmaps name (the rows are what a
+// restart rebuilds memberships from). The caller holds the write lock.
+func (s *Store) stageErase(w *pebble.Batch, pid uint32) error {
+	s.key = traitsKey(s.key[:0], pid)
+	if err := w.Delete(s.key, nil); err != nil {
+		return fmt.Errorf("cannot stage erasure: %w", err)
+	}
+	lo, hi := counterRange(pid)
+	if err := w.DeleteRange(lo, hi, nil); err != nil {
+		return fmt.Errorf("cannot stage erasure: %w", err)
+	}
+	if s.kr != nil {
+		// Crypto-shredding: every older copy of its sealed traits
+		// becomes unreadable (identity, erased first, destroyed it
+		// already; this makes the store's erasure whole by itself).
+		if err := s.kr.Destroy(w, pid); err != nil {
+			return err
+		}
+	}
+	for _, a := range s.order {
+		s.key = memberKey(s.key[:0], a.def.ID, pid)
+		if err := w.Delete(s.key, nil); err != nil {
+			return fmt.Errorf("cannot stage erasure: %w", err)
+		}
+	}
+	return nil
+}
+
+// forget drops pid from memory once its erasure committed (or is staged
+// in the batch Process commits): from the known universe and every
+// membership bitmap, with an exit record (cause "erase") per audience it
+// left; and adds it to the erased set, so that Process applies nothing of
+// its rows still in flight. The caller holds the write lock and flushes
+// s.chg.
+func (s *Store) forget(pid uint32, now time.Time) {
+	if s.known.CheckedRemove(pid) && s.m.erased != nil {
+		s.m.erased.Inc()
+	}
+	for _, a := range s.order {
+		if a.members.CheckedRemove(pid) {
+			a.changed = now
+			s.chg = append(s.chg, Change{Audience: a.def.ID, Version: a.def.Version, ProfileID: pid, Time: now.UTC(), Cause: "erase"})
+		}
+	}
+	s.erased.Add(pid)
+}
+
+// scrub empties the buffers and parsers that may still hold the last
+// traits read or written.
+func (s *Store) scrub() {
 	clear(s.key[:cap(s.key)])
 	clear(s.val[:cap(s.val)])
 	clear(s.js[:cap(s.js)])
 	clear(s.sbuf[:cap(s.sbuf)])
 	s.p1, s.p2, s.arena = fastjson.Parser{}, fastjson.Parser{}, fastjson.Arena{}
-	if s.m.erased != nil {
-		s.m.erased.Add(float64(erased))
-	}
-	s.flushChanges()
-	return auds, nil
 }
 
 // compactErased stages the erased profiles' traits, counters, keys and
@@ -146,6 +171,19 @@ func (s *Store) eraseState(ids []uint32) ([]string, error) {
 // store's own compactor pays it at once, outside the store's lock; a
 // shared one (WithCompactor) in the background.
 func (s *Store) compactErased(ids []uint32, auds []string) error {
+	if err := s.comp.Add(erasedSpans(ids, auds, s.kr != nil)...); err != nil {
+		return err
+	}
+	if s.ownComp {
+		return s.comp.CompactNow(context.Background())
+	}
+	return nil
+}
+
+// erasedSpans returns the key spans of the erased profiles ids (sorted,
+// distinct): per run of consecutive ids their traits, counters, keys
+// (with a keyring) and their membership rows in each audience of auds.
+func erasedSpans(ids []uint32, auds []string, keys bool) [][2][]byte {
 	var spans [][2][]byte
 	for _, r := range runs(ids) {
 		first, last := r[0], r[1]
@@ -156,7 +194,7 @@ func (s *Store) compactErased(ids []uint32, auds []string) error {
 		lo, _ := counterRange(first)
 		_, hi := counterRange(last)
 		spans = append(spans, [2][]byte{traitsKey(nil, first), hiTraits}, [2][]byte{lo, hi})
-		if s.kr != nil {
+		if keys {
 			klo, khi := engine.KeyringSpan(first, last)
 			spans = append(spans, [2][]byte{klo, khi})
 		}
@@ -168,13 +206,7 @@ func (s *Store) compactErased(ids []uint32, auds []string) error {
 			spans = append(spans, [2][]byte{memberKey(nil, id, first), hi})
 		}
 	}
-	if err := s.comp.Add(spans...); err != nil {
-		return err
-	}
-	if s.ownComp {
-		return s.comp.CompactNow(context.Background())
-	}
-	return nil
+	return spans
 }
 
 // counterRange is the key range of pid's day counters.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -47,11 +48,23 @@ func (s *Store) Name() string { return "audiences" }
 // Pebble batch. Rows below the offset this store already applied for
 // their partition (a replay after a crash) are skipped, so counts are
 // applied exactly once. It runs after the identity and consent stages.
-func (s *Store) Process(ctx context.Context, b *engine.Batch) error {
+//
+// Rows of an erased profile (resolved by identity before the erasure,
+// still in flight) apply nothing: no traits, counters, key, known mark or
+// membership. Merges naming an erased profile: see applyMerge.
+func (s *Store) Process(ctx context.Context, b *engine.Batch) (err error) {
 	n := b.Rows()
 	if n == 0 && len(b.Merges) == 0 {
 		return nil
 	}
+	// Profiles a merge into an erased survivor erased: the store's own
+	// compactor pays their debt once the lock is released, as Erase does.
+	compact := false
+	defer func() {
+		if compact && err == nil && s.ownComp {
+			err = s.comp.CompactNow(context.Background())
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -65,6 +78,7 @@ func (s *Store) Process(ctx context.Context, b *engine.Batch) error {
 	clear(s.csets)
 	s.wlist = s.wlist[:0]
 	s.chg = s.chg[:0]
+	s.erasing = s.erasing[:0]
 
 	if n > 0 {
 		if err := s.applyRows(w, b); err != nil {
@@ -77,6 +91,20 @@ func (s *Store) Process(ctx context.Context, b *engine.Batch) error {
 	for _, m := range b.Merges {
 		if err := s.applyMerge(w, m, now); err != nil {
 			return err
+		}
+	}
+	if len(s.erasing) > 0 {
+		// The deleted ranges of the profiles erased by a merge leave the
+		// files with the erasure's compaction debt, durable with it.
+		slices.Sort(s.erasing)
+		auds := make([]string, 0, len(s.order))
+		for _, a := range s.order {
+			auds = append(auds, a.def.ID)
+		}
+		for _, sp := range erasedSpans(slices.Compact(s.erasing), auds, s.kr != nil) {
+			if err := s.comp.Stage(w, sp[0], sp[1]); err != nil {
+				return fmt.Errorf("cannot stage compaction debt: %w", err)
+			}
 		}
 	}
 	sort.Slice(s.wlist, func(i, j int) bool { return s.wlist[i] < s.wlist[j] })
@@ -110,6 +138,11 @@ func (s *Store) Process(ctx context.Context, b *engine.Batch) error {
 	for _, o := range b.Offsets {
 		s.offs[o.Topic+"\x00"+string(binary.BigEndian.AppendUint32(nil, uint32(o.Partition)))] = o.Next
 	}
+	if len(s.erasing) > 0 {
+		s.comp.Staged()
+		s.scrub()
+		compact = true
+	}
 	s.flushChanges()
 	return nil
 }
@@ -135,10 +168,16 @@ func (s *Store) applyRows(w *pebble.Batch, b *engine.Batch) error {
 	parts := rec.Column(engine.ColPartition).(*array.Int32).Int32Values()
 	offs := rec.Column(engine.ColOffset).(*array.Int64).Int64Values()
 	checkReplay := len(s.offs) > 0
+	// Checked once per batch: with nothing erased (the common case) a row
+	// costs one predictable branch more.
+	er := !s.erased.IsEmpty()
 	for i := range pids {
 		pid := pids[i]
 		if pid == 0 {
 			continue // not resolved
+		}
+		if er && s.erased.Contains(pid) {
+			continue // in flight since before its erasure
 		}
 		if checkReplay {
 			k := topics.Value(i) + "\x00" + string(binary.BigEndian.AppendUint32(s.key[:0], uint32(parts[i])))
@@ -350,12 +389,44 @@ func (s *Store) addCounter(w *pebble.Batch, pid uint32, ctr uint64, day uint32, 
 // applyMerge moves the state of each merged profile into the survivor:
 // traits (the survivor's values win), counters (summed); the merged ids
 // leave every audience and the survivor is re-evaluated for all.
+//
+// A merge never moves state into or out of an erased profile:
+//
+//   - an erased merged profile has nothing left to move; the survivor is
+//     left as it is;
+//   - the profiles merged into an erased survivor are the erased person's
+//     (identity merged them before erasing the survivor, and erased their
+//     redirects with it): they are erased as Erase would (traits,
+//     counters, key, membership rows, with exit records of cause "erase",
+//     and compaction debt) and join the erased set; rows of theirs in this
+//     batch were applied before the merges and go with them.
 func (s *Store) applyMerge(w *pebble.Batch, m engine.Merge, now time.Time) error {
 	sv := m.Survivor
+	if !s.erased.IsEmpty() && s.erased.Contains(sv) {
+		for _, x := range m.Merged {
+			if x == sv || s.erased.Contains(x) {
+				continue
+			}
+			if err := s.stageErase(w, x); err != nil {
+				return err
+			}
+			s.forget(x, now)
+			if wk := s.work[x]; wk != nil {
+				wk.visited = true // not evaluated: it is gone
+			}
+			s.erasing = append(s.erasing, x)
+		}
+		return nil
+	}
+	moved := false
 	for _, x := range m.Merged {
 		if x == sv {
 			continue
 		}
+		if !s.erased.IsEmpty() && s.erased.Contains(x) {
+			continue
+		}
+		moved = true
 		// traits: opened under x's key, sealed again under the
 		// survivor's (x's key stays: identity keeps it for a split)
 		s.key = traitsKey(s.key[:0], x)
@@ -433,6 +504,9 @@ func (s *Store) applyMerge(w *pebble.Batch, m engine.Merge, now time.Time) error
 		if wk := s.work[x]; wk != nil {
 			wk.visited = true // its state now lives in the survivor
 		}
+	}
+	if !moved {
+		return nil
 	}
 	s.known.Add(sv)
 	wk := s.mark(sv)

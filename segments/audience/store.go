@@ -136,9 +136,14 @@ type Store struct {
 	auds  map[string]*audience
 	order []*audience // topological: an audience after those it references
 	known *roaring.Bitmap
-	ctrs  map[string][]*counterDef // event name → counters to keep
-	offs  map[string]int64         // topic \x00 partition → next applied offset
-	day   uint32                   // day of the last sweep
+	// erased holds the profile ids erased since the process started
+	// (Erase, and merges into an erased survivor): Process applies
+	// nothing of their rows or merges. Not persisted: after a restart
+	// identity resolves nothing to an erased id, and ids are never reused.
+	erased *roaring.Bitmap
+	ctrs   map[string][]*counterDef // event name → counters to keep
+	offs   map[string]int64         // topic \x00 partition → next applied offset
+	day    uint32                   // day of the last sweep
 
 	// per-Process scratch, under mu
 	p1, p2  fastjson.Parser
@@ -153,6 +158,7 @@ type Store struct {
 	incList []ctrInc
 	chg     []Change
 	csets   map[string]consentSets
+	erasing []uint32 // profiles a merge into an erased survivor erased
 
 	bf       sync.WaitGroup
 	closed   atomic.Bool
@@ -228,7 +234,7 @@ func New(cfg Config, db *pebble.DB, opts ...Option) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("audience: nil pebble.DB")
 	}
-	s := &Store{cfg: cfg, db: db, now: time.Now, auds: map[string]*audience{}, known: roaring.New(),
+	s := &Store{cfg: cfg, db: db, now: time.Now, auds: map[string]*audience{}, known: roaring.New(), erased: roaring.New(),
 		ctrs: map[string][]*counterDef{}, offs: map[string]int64{}, work: map[uint32]*pidWork{},
 		incs: map[ctrInc]int64{}, csets: map[string]consentSets{}}
 	for _, o := range opts {
