@@ -49,6 +49,13 @@ type Filter interface {
 	Select(b *Batch, dst []int, drop func(row int, r Reason)) []int
 }
 
+// AllPasser is implemented by filters that can tell before Select that
+// they keep every row of b. The runner then skips Select and writes the
+// batch unselected (a nil selection), which sinks write fastest.
+type AllPasser interface {
+	PassesAll(b *Batch) bool
+}
+
 // Flusher is implemented by sinks that buffer: Flush is called on shutdown
 // after the last Write.
 type Flusher interface {

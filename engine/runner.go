@@ -429,7 +429,7 @@ func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error
 			if rows > 0 {
 				var s []int // nil: every row
 				n := rows
-				if spec.Filter != nil {
+				if spec.Filter != nil && !passesAll(spec.Filter, b) {
 					clear(drops)
 					sel = spec.Filter.Select(b, sel[:0], drop)
 					s, n = sel, len(sel)
@@ -472,6 +472,11 @@ func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error
 		f.wg.Done()
 	}
 	return nil
+}
+
+func passesAll(f Filter, b *Batch) bool {
+	p, ok := f.(AllPasser)
+	return ok && p.PassesAll(b)
 }
 
 func (r *Runner) runDead(work context.Context, in <-chan *inflight) error {

@@ -493,3 +493,49 @@ func TestRunnerLaterStageFailure(t *testing.T) {
 		}
 	}
 }
+
+// passFilter keeps everything and says so unless pass is false; Select
+// counts its calls.
+type passFilter struct {
+	pass    bool
+	selects int
+}
+
+func (f *passFilter) PassesAll(*engine.Batch) bool { return f.pass }
+func (f *passFilter) Select(b *engine.Batch, dst []int, _ func(int, engine.Reason)) []int {
+	f.selects++
+	for i := range b.Rows() {
+		dst = append(dst, i)
+	}
+	return dst
+}
+
+// selSink records whether each Write got a selection.
+type selSink struct {
+	memSink
+	nilSel []bool
+}
+
+func (s *selSink) Write(ctx context.Context, b *engine.Batch, sel []int) error {
+	s.nilSel = append(s.nilSel, sel == nil)
+	return s.memSink.Write(ctx, b, sel)
+}
+
+// TestRunnerAllPasser: a filter that passes every row of a batch is not
+// asked to Select, and the sink gets the batch unselected.
+func TestRunnerAllPasser(t *testing.T) {
+	for _, pass := range []bool{true, false} {
+		src := &sliceSource{batches: []*engine.Batch{makeBatch(t, memory.NewGoAllocator(), "b", 0, 3)}}
+		f, s := &passFilter{pass: pass}, &selSink{memSink: memSink{name: "s"}}
+		r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil, []engine.SinkSpec{{Sink: s, Filter: f}}, &memDead{}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if wantSelects := map[bool]int{true: 0, false: 1}[pass]; f.selects != wantSelects || !slices.Equal(s.nilSel, []bool{pass}) || len(s.ids) != 3 {
+			t.Fatalf("PassesAll %v: %d Select calls, nil selection %v, %d rows", pass, f.selects, s.nilSel, len(s.ids))
+		}
+	}
+}

@@ -211,6 +211,13 @@
 //     values they carried (that log's retention is its issue's concern).
 //     Suppression (0x18/0x19) is not touched either: it is meant to
 //     outlive the erasure.
+//   - Events resolved to an erased id before the erasure may still be on
+//     their way to the sinks. The committed erasure adds the ids (the
+//     survivor and what was merged into it) to an in-memory set that
+//     ErasedFilter, the filter cmd/cdpstream puts on every sink, drops
+//     them by (reason "erased"; Erased(pid) asks the set). It is not
+//     persisted: after a restart the uncommitted batches are resolved
+//     again, and no erased id comes back.
 //
 // The batch also stages the keys it erased (the profile keys' included)
 // as engine compaction debt (engine.Compactor, 0x04). With WithCompactor

@@ -120,6 +120,7 @@ func (tx *txn) erase(op *Op) error {
 		tx.ids[*h] = identEntry{}
 		tx.compact = append(tx.compact, identKey(nil, h))
 	}
+	tx.gone = append(tx.gone, ids...)
 	for _, id := range ids {
 		tx.profs[id] = nil
 		tx.compact = append(tx.compact, profileKey(nil, id))

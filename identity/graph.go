@@ -11,8 +11,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/RoaringBitmap/roaring/v2"
 	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -78,6 +80,13 @@ type Graph struct {
 	pt      []byte
 
 	onCommit func([]Op)
+
+	// gone holds the profile ids erased since the Graph was opened (the
+	// survivors and what was merged into them), for ErasedFilter; goneN
+	// is its size, read without goneMu.
+	goneMu sync.RWMutex
+	gone   *roaring.Bitmap
+	goneN  atomic.Uint64
 }
 
 // Option tunes New.
@@ -131,6 +140,7 @@ func New(cfg Config, db *pebble.DB, reg prometheus.Registerer, opts ...Option) (
 		byID:   []*typeInfo{nil},
 		next:   1,
 		seq:    1,
+		gone:   roaring.New(),
 		sumBuf: make([]byte, 0, sha256.Size),
 	}
 	for _, o := range opts {

@@ -130,6 +130,7 @@ type txn struct {
 	dels    [][]byte
 	destroy []uint32
 	compact [][]byte
+	gone    []uint32 // profile ids erased (survivors and merged)
 
 	seal []uint32 // commit: profiles with values to seal, sorted
 	// Suppression (suppress.go): hashes written (group 0: removed), group
@@ -160,7 +161,7 @@ func (tx *txn) begin() {
 	tx.tally = tally{}
 	tx.applied = tx.applied[:0]
 	clear(tx.rewrite)
-	tx.dels, tx.compact, tx.destroy = tx.dels[:0], tx.compact[:0], tx.destroy[:0]
+	tx.dels, tx.compact, tx.destroy, tx.gone = tx.dels[:0], tx.compact[:0], tx.destroy[:0], tx.gone[:0]
 	clear(tx.supp)
 	clear(tx.groups)
 	tx.next, tx.seq, tx.nextGroup = tx.g.next, tx.g.seq, tx.g.nextGroup
@@ -745,6 +746,7 @@ func (tx *txn) publish() {
 	}
 	g.next, g.seq = tx.next, tx.seq
 	tx.publishSuppression()
+	g.markGone(tx.gone)
 	if g.onCommit != nil && len(tx.applied) > 0 {
 		g.onCommit(tx.applied)
 	}

@@ -357,13 +357,14 @@ func (n deletionNotifier) NotifyDeletion(ctx context.Context, requestID string, 
 // pipelined runner): the consent stage and the audience store keep the ids
 // they erased in an erased set (memory; ids are never reused) and record
 // nothing for those rows, nor for merges naming them (profiles merged into
-// an erased one are erased with it), and every sink policy drops the rows
-// with reason "erased". A sink without a consent block has no policy and
-// still receives them; so does every sink without a purpose catalogue.
-// Until consent's Erase has run (after identity's), rows in flight are
-// handled as any other: recorded, then erased with the rest, and passed to
-// the sinks whose policy allows them, after the deletion notice (which
-// goes out before the erasers) unless the request also suppresses.
+// an erased one are erased with it). Every sink's filter is the graph's
+// ErasedFilter (around its consent policy, if any), so from the moment
+// identity's Erase returns no sink receives those rows (reason "erased"),
+// with or without a consent block or a purpose catalogue. Between
+// identity's Erase and consent's, rows in flight are still recorded by
+// consent, then erased with the rest; they are not forwarded. Left: the
+// change records (consent, audience) already attached to a batch before
+// the erasure still reach the sinks that list them.
 type identityEraser struct{ g *identity.Graph }
 
 func (identityEraser) Name() string { return "identity" }

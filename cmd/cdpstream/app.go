@@ -179,15 +179,17 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 			return a, fmt.Errorf("sinks[%d].%w", i, err)
 		}
 		a.sinks = append(a.sinks, s)
-		spec := engine.SinkSpec{Sink: s}
+		var policy engine.Filter
 		if sc.Consent != nil && a.consent != nil {
 			pc := *sc.Consent
 			pc.Name = sc.Name
-			if spec.Filter, err = segments.NewPolicy(pc, a.consent); err != nil {
+			if policy, err = segments.NewPolicy(pc, a.consent); err != nil {
 				return a, fmt.Errorf("sinks[%d].consent.%w", i, err)
 			}
 		}
-		specs = append(specs, spec)
+		// Every sink: events of a person erased while they were in flight
+		// are dropped (reason erased), with or without a consent policy.
+		specs = append(specs, engine.SinkSpec{Sink: s, Filter: a.graph.ErasedFilter(policy)})
 	}
 	if a.dead, err = sink.NewDeadLetter(cfg.DeadLetter); err != nil {
 		return a, fmt.Errorf("dead_letter.%w", err)
