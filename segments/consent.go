@@ -730,15 +730,6 @@ func (r *annRing) find(b *engine.Batch) *annotation {
 	return nil
 }
 
-// consentSource is where row i's consent fields are read from: the
-// decoder's consent_fields cut-out when present, else the raw event.
-func consentSource(cfs, raws *array.Binary, i int) []byte {
-	if cfs != nil && cfs.IsValid(i) {
-		return cfs.Value(i)
-	}
-	return raws.Value(i)
-}
-
 // consentRecord encodes one consent change as a control record:
 // {"type":"consent","profile_id":7,"purpose":"analytics","status":"denied",
 // "time":"...","source":"segment"}, keyed by the profile id.

@@ -200,6 +200,7 @@ func (c *Consent) erasePolicies(set map[uint32]struct{}) {
 		}
 		p.x.cache.reset()
 		p.ev = eventConsent{}
+		p.rmemo = nil
 		p.mu.Unlock()
 	}
 }

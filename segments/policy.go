@@ -112,7 +112,11 @@ type Policy struct {
 	rp     fastjson.Parser
 	drops  dropRing
 	denied [][]byte
-	cfs    *array.Binary // consent_fields of the batch in Select, may be nil
+	// rmemo holds the RudderStack block's decision by consent cut-out: a
+	// person's consentManagement repeats across their events, so most
+	// rows skip the parse. Emptied at rmemoMax entries and on erasure.
+	rmemo map[string]bool
+	cfs   *array.Binary // consent_fields of the batch in Select, may be nil
 	// msgs and at are the message ids of the batch in Select and when it
 	// started: a drop's explain entry says when its batch was filtered.
 	msgs *array.String
@@ -225,7 +229,7 @@ func (p *Policy) Select(b *engine.Batch, dst []int, drop func(row int, r engine.
 				}
 			}
 		}
-		if p.cfg.RudderStack != nil && !p.rudderKeep(consentSource(p.cfs, raws, i)) {
+		if p.cfg.RudderStack != nil && !p.rudderKeepRow(raws, i) {
 			p.dropRow(i, pid, ReasonRudderStack, drop)
 			continue
 		}
@@ -286,6 +290,30 @@ func (p *Policy) evalRow(i int, pid uint32, mask uint64, a *annotation, raws *ar
 		ek, eg = p.ev.known, p.ev.granted
 	}
 	return p.decide(eg, ek)
+}
+
+// rmemoMax bounds Policy.rmemo: about 4096 cut-outs of a few hundred
+// bytes at most.
+const rmemoMax = 4096
+
+// rudderKeepRow applies the RudderStack destination block to row i, from
+// the memo when its consent cut-out was decided before. Rows without a
+// cut-out (a batch decoded without consent paths) are parsed every time:
+// the whole raw event is unique to it.
+func (p *Policy) rudderKeepRow(raws *array.Binary, i int) bool {
+	if p.cfs == nil || !p.cfs.IsValid(i) {
+		return p.rudderKeep(raws.Value(i))
+	}
+	src := p.cfs.Value(i)
+	if keep, ok := p.rmemo[string(src)]; ok {
+		return keep
+	}
+	keep := p.rudderKeep(src)
+	if p.rmemo == nil || len(p.rmemo) >= rmemoMax {
+		p.rmemo = make(map[string]bool, 256)
+	}
+	p.rmemo[string(src)] = keep
+	return keep
 }
 
 // rudderKeep applies the RudderStack destination block to one raw event.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+
 	"github.com/cdpstream/cdpstream/engine"
 )
 
@@ -74,6 +76,26 @@ func TestRudderStackPolicy(t *testing.T) {
 	sel := p.Select(b, nil, func(_ int, r engine.Reason) { reasons = append(reasons, r) })
 	if !reflect.DeepEqual(sel, []int{1, 2}) || len(reasons) != 2 || reasons[0] != ReasonRudderStack {
 		t.Fatalf("kept %v, reasons %v", sel, reasons)
+	}
+	// The same events with the decoder's cut-out, twice: the second time
+	// every decision comes from the memo, and must not change.
+	var rows []row
+	for range 2 {
+		for i := range b.Rows() {
+			raw := string(b.Rec.Column(engine.ColRaw).(*array.Binary).Value(i))
+			cut := `{"context":{"consentManagement":{"provider":"oneTrust"}}}`
+			if i != 2 {
+				cut = raw // the cut-out of these events is the whole event
+			}
+			rows = append(rows, row{pid: 1, raw: raw, cut: &cut})
+		}
+	}
+	b2 := makeBatch(t, 2, rows)
+	defer b2.Release()
+	reasons = nil
+	sel = p.Select(b2, nil, func(_ int, r engine.Reason) { reasons = append(reasons, r) })
+	if !reflect.DeepEqual(sel, []int{1, 2, 5, 6}) || len(reasons) != 4 || len(p.rmemo) != 4 {
+		t.Fatalf("with cut-outs: kept %v, reasons %v, %d memo entries", sel, reasons, len(p.rmemo))
 	}
 }
 
