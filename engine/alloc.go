@@ -42,9 +42,12 @@ func (p *PoolAllocator) Allocate(size int) []byte {
 		return make([]byte, size)
 	}
 	if v := p.pools[c].Get(); v != nil {
-		b := unsafe.Slice((*byte)(v.(unsafe.Pointer)), 1<<c)
+		// Only the requested bytes are cleared: Arrow never reads past
+		// len (its capacity is len), and Reallocate clears what a growth
+		// within the class exposes.
+		b := unsafe.Slice((*byte)(v.(unsafe.Pointer)), 1<<c)[:size]
 		clear(b)
-		return b[:size]
+		return b
 	}
 	return make([]byte, size, 1<<c)
 }

@@ -38,3 +38,26 @@ func TestPoolAllocatorReusesAndZeroes(t *testing.T) {
 		t.Fatal("Allocate(0)")
 	}
 }
+
+// TestPoolAllocatorGrowWithinClassZeroes: Allocate clears only the bytes
+// asked for, so growing within the size class must clear what it exposes,
+// even when the whole class was dirtied before the buffer was freed.
+func TestPoolAllocatorGrowWithinClassZeroes(t *testing.T) {
+	p := NewPoolAllocator()
+	for range 20 { // sync.Pool may drop entries; try until one is reused
+		b := p.Allocate(100)
+		full := b[:cap(b)]
+		for i := range full {
+			full[i] = 0xff
+		}
+		p.Free(b)
+		c := p.Allocate(70) // the same class (128 bytes)
+		g := p.Reallocate(120, c)
+		for j, x := range g {
+			if x != 0 {
+				t.Fatalf("byte %d of a buffer grown within its class is %#x, want 0", j, x)
+			}
+		}
+		p.Free(g)
+	}
+}
