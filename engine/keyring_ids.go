@@ -79,6 +79,13 @@ func (k *Keyring) OpenID(dst []byte, id KeyID, sealed, aad []byte) ([]byte, erro
 // forgotten, so a later SealID makes a new one. Report w's fate with
 // Committed or Abandon as for Destroy. Destroying an id without a key is a
 // no-op write.
+//
+// Unlike Destroy, nothing tracks the destruction until w commits: a
+// SealID of the same id in another batch meanwhile would create or reuse
+// a key that w then deletes, and an abandoned w leaves the key as it was
+// in Pebble but forgotten in memory. Callers serialise every batch that
+// seals or destroys one id (package privacy does: one step at a time,
+// under its lock).
 func (k *Keyring) DestroyID(w *pebble.Batch, id KeyID) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()

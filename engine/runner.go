@@ -32,6 +32,14 @@ type RunnerConfig struct {
 	SerialStages bool `yaml:"serial_stages"`
 }
 
+// MaxQueueDepth bounds RunnerConfig.QueueDepth. A batch leaves the
+// consent stage at most about 3×QueueDepth+3 batches before a sink filters
+// it (two channels and the hand-out behind it, then the sink's), and the
+// consent stage keeps what policies read for the last 64 batches; deeper
+// queues would also hold (3 + stages + sinks) × QueueDepth batches of
+// memory for no throughput (a queue only absorbs jitter).
+const MaxQueueDepth = 16
+
 // Defaults fills zero fields with their defaults.
 func (c *RunnerConfig) Defaults() {
 	if c.QueueDepth == 0 {
@@ -44,8 +52,8 @@ func (c *RunnerConfig) Defaults() {
 
 // Validate reports the first invalid field.
 func (c RunnerConfig) Validate() error {
-	if c.QueueDepth < 1 {
-		return fmt.Errorf("queue_depth: must be >= 1, got %d", c.QueueDepth)
+	if c.QueueDepth < 1 || c.QueueDepth > MaxQueueDepth {
+		return fmt.Errorf("queue_depth: must be 1..%d, got %d", MaxQueueDepth, c.QueueDepth)
 	}
 	if c.DrainTimeout < 0 {
 		return fmt.Errorf("drain_timeout: must be >= 0, got %s", c.DrainTimeout)

@@ -296,6 +296,7 @@ func TestRunnerConfigValidate(t *testing.T) {
 		want string
 	}{
 		{engine.RunnerConfig{QueueDepth: -1}, "queue_depth"},
+		{engine.RunnerConfig{QueueDepth: engine.MaxQueueDepth + 1}, "queue_depth: must be 1..16"},
 		{engine.RunnerConfig{QueueDepth: 1, DrainTimeout: -time.Second}, "drain_timeout"},
 	} {
 		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"slices"
+
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/cdpstream/cdpstream/engine"
@@ -18,8 +20,28 @@ func (g *Graph) markGone(ids []uint32) {
 	}
 	g.goneMu.Lock()
 	g.gone.AddMany(ids)
+	g.goneLog = append(g.goneLog, ids...)
 	g.goneN.Store(g.gone.GetCardinality())
 	g.goneMu.Unlock()
+}
+
+// ErasedSince returns the profile ids erased since the Graph was opened,
+// from position from of the order they were erased in, and the position
+// to ask from next time (0 the first time). The consent and audience
+// stages poll it once per batch (segments.WithErasedFeed,
+// audience.WithErasedFeed), so they stop recording an erased person's
+// in-flight rows from the moment identity's erasure commits, not only
+// from their own Erase.
+func (g *Graph) ErasedSince(from int) ([]uint32, int) {
+	if g.goneN.Load() == 0 {
+		return nil, from
+	}
+	g.goneMu.RLock()
+	defer g.goneMu.RUnlock()
+	if from >= len(g.goneLog) {
+		return nil, len(g.goneLog)
+	}
+	return slices.Clone(g.goneLog[from:]), len(g.goneLog)
 }
 
 // Erased reports whether pid was erased since the Graph was opened.
@@ -39,11 +61,15 @@ func (g *Graph) Erased(pid uint32) bool {
 // Those rows were resolved before the erasure and were still between the
 // identity stage and the sink when it ran: with per-stage goroutines and
 // sink queues, up to a few batches. Erase runs first among a privacy
-// request's erasers, so from the moment it returns no sink with this
-// filter receives the person's events, whether or not it has a consent
-// policy. The set lives in memory only: after a restart the uncommitted
-// batches are resolved again, and an erased identifier no longer resolves
-// to the erased id (ids are never reused).
+// request's erasers, so every batch a sink filters after it returned
+// carries none of the person's rows, whether or not the sink has a
+// consent policy. Not covered: a batch the sink had already filtered
+// (being written, or held in a buffering sink), the change records
+// attached to batches (Batch.Records), and, after a crash, the replay of
+// uncommitted batches: the set lives in memory only, and the replayed
+// events resolve anew (an erased identifier no longer resolves to the
+// erased id, which is never reused; the deletion notice went out before
+// the erasure).
 //
 // The cost is one atomic load per batch while nothing was erased (the
 // runner then writes the batch unselected when next is nil, see
@@ -66,7 +92,19 @@ func (f *erasedFilter) PassesAll(*engine.Batch) bool {
 func (f *erasedFilter) Select(b *engine.Batch, dst []int, drop func(row int, r engine.Reason)) []int {
 	start := len(dst)
 	if f.next != nil {
-		dst = f.next.Select(b, dst, drop)
+		d := drop
+		if f.g.goneN.Load() != 0 && drop != nil {
+			// A row of an erased profile that next drops (say, for its
+			// consent) is counted as erased, as if this filter ran first.
+			pids := b.Rec.Column(engine.ColProfileID).(*array.Uint32).Uint32Values()
+			d = func(row int, r engine.Reason) {
+				if pid := pids[row]; pid != 0 && f.g.Erased(pid) {
+					r = ReasonErased
+				}
+				drop(row, r)
+			}
+		}
+		dst = f.next.Select(b, dst, d)
 	} else {
 		for i := range b.Rows() {
 			dst = append(dst, i)

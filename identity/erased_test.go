@@ -23,6 +23,16 @@ func (dropOdd) Select(b *engine.Batch, dst []int, drop func(int, engine.Reason))
 	return dst
 }
 
+// dropAll drops every row with reason "all".
+type dropAll struct{}
+
+func (dropAll) Select(b *engine.Batch, dst []int, drop func(int, engine.Reason)) []int {
+	for i := range b.Rows() {
+		drop(i, "all")
+	}
+	return dst
+}
+
 // TestErasedFilter: a batch resolved before an erasure (in flight to the
 // sinks when it ran) loses the rows of the erased profile and of the
 // profile merged into it, reason erased; other rows pass; a wrapped
@@ -86,6 +96,11 @@ func TestErasedFilter(t *testing.T) {
 	if want := []dropped{{1, "odd"}, {3, "odd"}, {0, ReasonErased}, {2, ReasonErased}}; len(kept) != 0 || !slices.Equal(ds, want) {
 		t.Fatalf("wrapped filter after erasure: kept %v, dropped %v; want none, %v", kept, ds, want)
 	}
+	// A wrapped filter's drop of an erased profile's row counts as erased.
+	kept, ds = sel(tg.g.ErasedFilter(dropAll{}))
+	if want := []dropped{{0, ReasonErased}, {1, "all"}, {2, ReasonErased}, {3, "all"}}; len(kept) != 0 || !slices.Equal(ds, want) {
+		t.Fatalf("wrapped filter after erasure: kept %v, dropped %v; want none, %v", kept, ds, want)
+	}
 	// A batch resolved after the erasure: anon-a is unknown again and
 	// makes a new profile, which passes.
 	after, npids := tg.process([]testEvent{ev("m6", "", "anon-a")})
@@ -96,6 +111,12 @@ func TestErasedFilter(t *testing.T) {
 		t.Fatalf("new profile: kept %v", kept)
 	}
 
+	if ids, next := tg.g.ErasedSince(0); len(ids) != 2 || next != 2 || !slices.Contains(ids, pids[0]) || !slices.Contains(ids, pids[2]) {
+		t.Fatalf("ErasedSince(0) = %v, %d; want the rows 0 and 2 profiles, 2", ids, next)
+	}
+	if ids, next := tg.g.ErasedSince(2); len(ids) != 0 || next != 2 {
+		t.Fatalf("ErasedSince(2) = %v, %d; want nothing new", ids, next)
+	}
 	tg.restart()
 	if f := tg.g.ErasedFilter(nil); !f.(engine.AllPasser).PassesAll(inflight) || tg.g.Erased(pids[0]) {
 		t.Fatal("the erased set outlived a restart; it is documented as in memory only")

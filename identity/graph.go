@@ -84,9 +84,10 @@ type Graph struct {
 	// gone holds the profile ids erased since the Graph was opened (the
 	// survivors and what was merged into them), for ErasedFilter; goneN
 	// is its size, read without goneMu.
-	goneMu sync.RWMutex
-	gone   *roaring.Bitmap
-	goneN  atomic.Uint64
+	goneMu  sync.RWMutex
+	gone    *roaring.Bitmap
+	goneLog []uint32 // the same ids in the order erased, for ErasedSince
+	goneN   atomic.Uint64
 }
 
 // Option tunes New.

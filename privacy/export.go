@@ -130,6 +130,15 @@ func (s *Service) export(ctx context.Context, rec *record, subj Subject) error {
 	_ = b.Set(append([]byte{prefixExport}, tok...), v, nil)
 	ek := binary.BigEndian.AppendUint64([]byte{prefixExpiry}, uint64(rec.ResultsExpires.UnixNano()))
 	_ = b.Set(append(ek, tok...), nil, nil)
+	// The record names its token in the same batch: if the step fails
+	// after this (the transition to completed), the retry finds the token
+	// and overwrites this export instead of leaving it, under a live key,
+	// where the person's erasure would not find it.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.put(b, rec, rec.Due); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}

@@ -52,7 +52,13 @@ type Consent struct {
 	// resolved again by identity, which resolves nothing to an erased id,
 	// and ids are never reused. 32-bit roaring: a few bytes per id.
 	erased *roaring.Bitmap
-	exp    expHeap
+	// feed, when set, yields the ids the identity graph erased (and the
+	// next position, feedPos): Process adds them to erased before each
+	// batch, so an erased person's in-flight rows are not recorded from
+	// the moment identity's erasure commits (WithErasedFeed).
+	feed    func(from int) ([]uint32, int)
+	feedPos int
+	exp     expHeap
 
 	// stage-only state (under mu's write lock)
 	x       extractor
@@ -91,6 +97,15 @@ type Option func(*Consent)
 // WithCompactor hands the key ranges Erase deleted to comp
 // (engine.Compactor) instead of compacting them before Erase returns.
 func WithCompactor(comp *engine.Compactor) Option { return func(c *Consent) { c.comp = comp } }
+
+// WithErasedFeed makes Process, before each batch, add the profile ids
+// feed reports erased to the erased set (identity.Graph.ErasedSince), and
+// clear them from the policies' explain rings: rows still in flight for an
+// erased person are then neither recorded nor forwarded as soon as the
+// identity graph is erased, before this stage's own Erase runs.
+func WithErasedFeed(feed func(from int) ([]uint32, int)) Option {
+	return func(c *Consent) { c.feed = feed }
+}
 
 // WithClock sets the clock used for expiry (default time.Now); tests use
 // it to step time.
@@ -373,8 +388,11 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) (err error) {
 	// released (Select takes a policy's lock before c.mu), the policies'
 	// explain rings forget them and the stage's own compactor pays their
 	// debt, as Erase does.
-	var erasedNow map[uint32]struct{}
+	var erasedNow, fed map[uint32]struct{}
 	defer func() {
+		if fed != nil {
+			c.erasePolicies(fed)
+		}
 		if erasedNow == nil {
 			return
 		}
@@ -392,6 +410,7 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) (err error) {
 		c.changes = nil
 		c.m.flushCounts()
 	}()
+	fed = c.pullErased()
 	c.expire(now)
 	c.newEpoch()
 	clear(c.redir)
@@ -497,6 +516,28 @@ func (c *Consent) Process(ctx context.Context, b *engine.Batch) (err error) {
 	c.ann.publish(a, b.Seq, nrec)
 	c.m.gauges(c)
 	return err
+}
+
+// pullErased adds the ids the feed reports erased since the last call to
+// the erased set and returns those new to it (nil if none). Their state,
+// if any, stays until Erase runs; nothing more is recorded for them. The
+// caller holds c.mu.
+func (c *Consent) pullErased() map[uint32]struct{} {
+	if c.feed == nil {
+		return nil
+	}
+	ids, next := c.feed(c.feedPos)
+	c.feedPos = next
+	var fed map[uint32]struct{}
+	for _, id := range ids {
+		if c.erased.CheckedAdd(id) {
+			if fed == nil {
+				fed = make(map[uint32]struct{}, len(ids))
+			}
+			fed[id] = struct{}{}
+		}
+	}
+	return fed
 }
 
 // applyMerges applies the batch's merges and fills c.redir. A merge never

@@ -80,7 +80,10 @@
 //   - Nothing is recorded for a profile id in the erased set: no decision,
 //     bitmap bit, Pebble key, expiry or change record (TestEraseInFlight;
 //     TestProcessMatchesModel and TestPolicyMatchesNaive erase between
-//     batches, and between a batch's Process and Select).
+//     batches, and between a batch's Process and Select). The set is
+//     filled by Erase and, with WithErasedFeed (identity's ErasedSince,
+//     polled before each batch), as soon as the identity graph's erasure
+//     commits (TestErasedFeed).
 //   - A profile's minT is the oldest Time among its decisions. Process
 //     rejects a row whose decisions (all at the event's time, no own
 //     mParticle times) are for purposes the profile has decided and older

@@ -385,3 +385,68 @@ func TestEraseConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestErasedFeed: with WithErasedFeed, ids the identity graph erased stop
+// being recorded at the next batch, before the stage's own Erase runs;
+// policies drop their rows with reason erased and forget them in their
+// explain rings; the state already held stays until Erase removes it.
+func TestErasedFeed(t *testing.T) {
+	const victim, other = uint32(5), uint32(6)
+	db := openPlainDB(t, t.TempDir(), false)
+	defer func() { _ = db.Close() }()
+	var log []uint32
+	feed := func(from int) ([]uint32, int) { return log[from:], len(log) }
+	c, err := New(testConfig(), db, nil, WithErasedFeed(feed), WithChangeRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPolicy(PolicyConfig{Name: "ads", Purposes: []string{"advertising"}, Require: "all", Unknown: "deny", DecideBy: "profile"}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant := `{"context":{"consent":{"categoryPreferences":{"Analytics":true,"Advertising":true,"Functional":true}}}}`
+	deny := `{"context":{"consent":{"categoryPreferences":{"Analytics":false,"Advertising":false,"Functional":false}}}}`
+	at := func(s int64) time.Time { return time.Unix(1_234_000+s, 0) }
+	b1 := makeBatch(t, 1, []row{{pid: victim, ts: at(1), msg: "v1", raw: deny}, {pid: other, ts: at(1), msg: "o1", raw: grant}})
+	defer b1.Release()
+	if err := c.Process(context.Background(), b1); err != nil {
+		t.Fatal(err)
+	}
+	if got := selected(b1, p); got != "ads kept [1] dropped [0:consent_denied]\n" {
+		t.Fatalf("before: %s", got)
+	}
+	explain := func(msg string) (dropEntry, bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.drops.find(msg)
+	}
+	if e, ok := explain("v1"); !ok || e.pid != victim {
+		t.Fatalf("the victim's drop is not in the explain ring: %+v", e)
+	}
+	// Identity erases the victim; the next batch (in flight since before)
+	// grants for it.
+	log = append(log, victim)
+	b2 := makeBatch(t, 2, []row{{pid: victim, ts: at(2), msg: "v2", raw: grant}, {pid: other, ts: at(2), msg: "o2", raw: grant}})
+	defer b2.Release()
+	if err := c.Process(context.Background(), b2); err != nil {
+		t.Fatal(err)
+	}
+	if got := selected(b2, p); got != "ads kept [1] dropped [0:erased]\n" {
+		t.Fatalf("after the feed: %s", got)
+	}
+	if d := c.View(victim).Purposes["advertising"]; d.Status != "denied" {
+		t.Fatalf("the grant of an in-flight row was recorded: %+v", c.View(victim))
+	}
+	if e, ok := explain("v1"); ok {
+		t.Fatalf("the explain ring still names the erased profile: %+v", e)
+	}
+	if err := c.Erase(victim); err != nil {
+		t.Fatal(err)
+	}
+	if h := holds(c, victim); len(h) != 0 {
+		t.Fatalf("after Erase memory still holds %v", h)
+	}
+	if k := keysNaming(t, db, victim); len(k) != 0 {
+		t.Fatalf("after Erase keys name the victim: %v", k)
+	}
+}

@@ -292,9 +292,13 @@ func (p *Policy) evalRow(i int, pid uint32, mask uint64, a *annotation, raws *ar
 	return p.decide(eg, ek)
 }
 
-// rmemoMax bounds Policy.rmemo: about 4096 cut-outs of a few hundred
-// bytes at most.
-const rmemoMax = 4096
+// rmemoMax and rmemoMaxBytes bound Policy.rmemo: at most 4096 cut-outs of
+// at most 1 KiB each (4 MiB). Larger cut-outs (long TCF or GPP strings
+// beside the consentManagement object) are parsed every time.
+const (
+	rmemoMax      = 4096
+	rmemoMaxBytes = 1024
+)
 
 // rudderKeepRow applies the RudderStack destination block to row i, from
 // the memo when its consent cut-out was decided before. Rows without a
@@ -305,6 +309,9 @@ func (p *Policy) rudderKeepRow(raws *array.Binary, i int) bool {
 		return p.rudderKeep(raws.Value(i))
 	}
 	src := p.cfs.Value(i)
+	if len(src) > rmemoMaxBytes {
+		return p.rudderKeep(src)
+	}
 	if keep, ok := p.rmemo[string(src)]; ok {
 		return keep
 	}

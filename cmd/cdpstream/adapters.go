@@ -47,6 +47,12 @@ func (v consentView) Denied(p string) *roaring.Bitmap {
 	return d
 }
 
+// Sets implements audience.ConsentPair: both sets from one read.
+func (v consentView) Sets(p string) (granted, denied *roaring.Bitmap) {
+	g, d, _ := v.c.PurposeSets(p)
+	return g, d
+}
+
 func (v consentView) Purposes() []string { return v.names }
 
 // resolver looks identifiers up in the identity graph for audiences.
@@ -357,14 +363,16 @@ func (n deletionNotifier) NotifyDeletion(ctx context.Context, requestID string, 
 // pipelined runner): the consent stage and the audience store keep the ids
 // they erased in an erased set (memory; ids are never reused) and record
 // nothing for those rows, nor for merges naming them (profiles merged into
-// an erased one are erased with it). Every sink's filter is the graph's
-// ErasedFilter (around its consent policy, if any), so from the moment
-// identity's Erase returns no sink receives those rows (reason "erased"),
-// with or without a consent block or a purpose catalogue. Between
-// identity's Erase and consent's, rows in flight are still recorded by
-// consent, then erased with the rest; they are not forwarded. Left: the
-// change records (consent, audience) already attached to a batch before
-// the erasure still reach the sinks that list them.
+// an erased one are erased with it). Both also poll the graph's erased
+// ids before each batch (WithErasedFeed), so they stop recording them as
+// soon as identity's erasure commits, before their own Erase. Every
+// sink's filter is the graph's ErasedFilter (around its consent policy, if
+// any): a batch a sink filters after identity's Erase returned carries
+// none of those rows (reason "erased"), with or without a consent block or
+// a purpose catalogue. Left: a batch a sink had already filtered, the
+// change records (consent, audience) attached to a batch before the
+// stages learned of the erasure, and replays after a crash (see
+// identity.Graph.ErasedFilter).
 type identityEraser struct{ g *identity.Graph }
 
 func (identityEraser) Name() string { return "identity" }

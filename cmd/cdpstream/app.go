@@ -125,14 +125,14 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 				break
 			}
 		}
-		opts = append(opts, segments.WithCompactor(a.comp))
+		opts = append(opts, segments.WithCompactor(a.comp), segments.WithErasedFeed(a.graph.ErasedSince))
 		if a.consent, err = segments.New(cfg.Consent, a.db, a.reg, opts...); err != nil {
 			return a, err
 		}
 		stages = append(stages, a.consent)
 	}
 	a.aud = &audienceRecords{}
-	audOpts := []audience.Option{audience.WithOnChange(a.aud.onChange), audience.WithRegisterer(a.reg), audience.WithKeyring(a.keys), audience.WithCompactor(a.comp)}
+	audOpts := []audience.Option{audience.WithOnChange(a.aud.onChange), audience.WithRegisterer(a.reg), audience.WithKeyring(a.keys), audience.WithCompactor(a.comp), audience.WithErasedFeed(a.graph.ErasedSince)}
 	if a.consent != nil {
 		names := make([]string, 0, len(cfg.Consent.Purposes))
 		for _, p := range cfg.Consent.Purposes {

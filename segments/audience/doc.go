@@ -99,7 +99,9 @@
 // (0x2c) and back-fill marks (0x2d) hold nothing per profile.
 //
 // Erase also adds the ids to the erased set, held in memory (a roaring
-// bitmap) for the life of the process. Identity, erased first, resolves
+// bitmap) for the life of the process; with WithErasedFeed, Process adds
+// the ids the identity graph erased before each batch, before Erase runs
+// here (TestErasedFeed). Identity, erased first, resolves
 // nothing to them any more and ids are never reused, but batches it
 // resolved before the erasure may still be on their way here (with a
 // pipelined runner, several). For those:

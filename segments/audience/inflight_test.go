@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/RoaringBitmap/roaring/v2"
 	"github.com/cockroachdb/pebble"
 
 	"github.com/cdpstream/cdpstream/engine"
@@ -201,5 +202,95 @@ func testEraseInFlight(t *testing.T, sealed bool) {
 	gone("after restart", victim, late)
 	if in, _ := s.Contains("pro", other); in || !s.Universe().Contains(other) {
 		t.Errorf("the other profile after restart: in pro %v, known %v", in, s.Universe().Contains(other))
+	}
+}
+
+// TestErasedFeed: with WithErasedFeed, an id the identity graph erased
+// gets nothing more from the store at the next batch, before the store's
+// own Erase: no trait, counter or membership key, no record of entering.
+func TestErasedFeed(t *testing.T) {
+	const victim, other = uint32(51), uint32(52)
+	db := openPlainDB(t, t.TempDir(), false)
+	defer func() { _ = db.Close() }()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var log []uint32
+	var got []Change
+	s, err := New(Config{}, db, WithClock(func() time.Time { return now }),
+		WithOnChange(func(c []Change) { got = append(got, c...) }),
+		WithErasedFeed(func(from int) ([]uint32, int) { return log[from:], len(log) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if _, err := s.Create(Definition{ID: "pro", Condition: Condition{Trait: &TraitCond{Path: "plan", Op: "eq", Value: json.RawMessage(`"pro"`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Wait()
+	log = append(log, victim) // identity erased the victim before it was ever seen here
+	b := makeBatch(1, []ev{identify(victim, `{"plan":"pro"}`), track(victim, "order", now, ""), identify(other, `{"plan":"pro"}`)}, now)
+	if err := s.Process(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Release()
+	if k := keysNaming(t, db, victim); len(k) != 0 {
+		t.Fatalf("keys name the erased profile: %v", k)
+	}
+	for _, c := range got {
+		if c.ProfileID == victim {
+			t.Fatalf("a change record names the erased profile: %+v", c)
+		}
+	}
+	if ok, err := s.Contains("pro", other); err != nil || !ok {
+		t.Fatalf("the other profile is not a member: %v %v", ok, err)
+	}
+}
+
+// tornView answers Granted and Denied as two reads around a change that
+// moved every profile from denied to granted: separately they say
+// neither; Sets reads both at one instant (after the change).
+type tornView struct{ after *roaring.Bitmap }
+
+func (tornView) Granted(string) *roaring.Bitmap  { return roaring.New() } // read before the change
+func (v tornView) Denied(string) *roaring.Bitmap { return roaring.New() } // read after it
+func (v tornView) Sets(string) (granted, denied *roaring.Bitmap) {
+	return v.after, roaring.New()
+}
+
+// TestConsentPairRead: a consent condition reads both sets of a purpose at
+// one instant when the view offers it (audience.ConsentPair), so a profile
+// whose consent moved between two reads is not taken for unknown.
+func TestConsentPairRead(t *testing.T) {
+	db := openPlainDB(t, t.TempDir(), false)
+	defer func() { _ = db.Close() }()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s, err := New(Config{}, db, WithClock(func() time.Time { return now }), WithConsent(tornView{after: roaring.BitmapOf(61)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	// The trait makes the identify row evaluate the audience.
+	if _, err := s.Create(Definition{ID: "unknown-ads", Condition: Condition{And: []Condition{
+		{Trait: &TraitCond{Path: "plan", Op: "eq", Value: json.RawMessage(`"pro"`)}},
+		{Consent: &ConsentCond{Purpose: "advertising", State: StateUnknown}},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Wait()
+	b := makeBatch(1, []ev{identify(61, `{"plan":"pro"}`)}, now)
+	if err := s.Process(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Release()
+	if ok, err := s.Contains("unknown-ads", 61); err != nil || ok {
+		t.Fatalf("a granted profile is a member of unknown-ads (torn read): %v %v", ok, err)
+	}
+	// The control: a profile in neither set is a member.
+	b = makeBatch(2, []ev{identify(62, `{"plan":"pro"}`)}, now)
+	if err := s.Process(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Release()
+	if ok, err := s.Contains("unknown-ads", 62); err != nil || !ok {
+		t.Fatalf("a profile with unknown consent is not a member: %v %v", ok, err)
 	}
 }

@@ -79,6 +79,11 @@ func (s *Store) Process(ctx context.Context, b *engine.Batch) (err error) {
 	s.wlist = s.wlist[:0]
 	s.chg = s.chg[:0]
 	s.erasing = s.erasing[:0]
+	if s.feed != nil {
+		ids, next := s.feed(s.feedPos)
+		s.feedPos = next
+		s.erased.AddMany(ids)
+	}
 
 	if n > 0 {
 		if err := s.applyRows(w, b); err != nil {
@@ -712,7 +717,11 @@ func (e *evalEnv) consent(purpose string) consentSets {
 	cs, ok := s.csets[purpose]
 	if !ok {
 		if s.consent != nil {
-			cs = consentSets{s.consent.Granted(purpose), s.consent.Denied(purpose)}
+			if pv, ok := s.consent.(ConsentPair); ok {
+				cs.granted, cs.denied = pv.Sets(purpose)
+			} else {
+				cs = consentSets{s.consent.Granted(purpose), s.consent.Denied(purpose)}
+			}
 		}
 		s.csets[purpose] = cs
 	}

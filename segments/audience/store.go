@@ -37,6 +37,14 @@ type ConsentView interface {
 	Denied(purpose string) *roaring.Bitmap
 }
 
+// ConsentPair is optionally implemented by a ConsentView: both sets of a
+// purpose read at one instant. The consent stage runs beside the
+// audience stage, so two separate reads could see a profile that moved
+// from denied to granted in between in neither set (unknown).
+type ConsentPair interface {
+	Sets(purpose string) (granted, denied *roaring.Bitmap)
+}
+
 // PurposeLister is optionally implemented by a ConsentView: definitions
 // naming a purpose outside Purposes() are then rejected.
 type PurposeLister interface {
@@ -141,9 +149,14 @@ type Store struct {
 	// nothing of their rows or merges. Not persisted: after a restart
 	// identity resolves nothing to an erased id, and ids are never reused.
 	erased *roaring.Bitmap
-	ctrs   map[string][]*counterDef // event name → counters to keep
-	offs   map[string]int64         // topic \x00 partition → next applied offset
-	day    uint32                   // day of the last sweep
+	// feed, when set, yields the ids the identity graph erased (from
+	// feedPos): Process adds them to erased before each batch
+	// (WithErasedFeed).
+	feed    func(from int) ([]uint32, int)
+	feedPos int
+	ctrs    map[string][]*counterDef // event name → counters to keep
+	offs    map[string]int64         // topic \x00 partition → next applied offset
+	day     uint32                   // day of the last sweep
 
 	// per-Process scratch, under mu
 	p1, p2  fastjson.Parser
@@ -209,6 +222,15 @@ func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = no
 // WithCompactor hands the key ranges Erase deleted to c (engine.Compactor)
 // instead of compacting them before Erase returns.
 func WithCompactor(c *engine.Compactor) Option { return func(s *Store) { s.comp = c } }
+
+// WithErasedFeed makes Process, before each batch, add the profile ids
+// feed reports erased to the erased set (identity.Graph.ErasedSince):
+// rows still in flight for an erased person then write no traits,
+// counters or memberships (and create no key) from the moment the
+// identity graph is erased, before this store's own Erase runs.
+func WithErasedFeed(feed func(from int) ([]uint32, int)) Option {
+	return func(s *Store) { s.feed = feed }
+}
 
 // WithConsent sets the consent state that consent conditions, consent:X
 // terms and activation purposes read. Without it every profile's consent
