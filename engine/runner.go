@@ -310,11 +310,7 @@ func (r *Runner) readSource(ctx, work context.Context, out chan<- *Batch) error 
 			r.received.Add(uint64(b.Rows() + len(b.Dead)))
 			r.valid.Add(uint64(b.Rows()))
 			r.m.inflight.Inc()
-			select {
-			case out <- b:
-			case <-work.Done():
-				b.Release()
-				r.m.inflight.Dec()
+			if !r.forward(work, out, b) {
 				return nil
 			}
 		}
@@ -369,15 +365,24 @@ func (r *Runner) runStages(work context.Context, chain []int, in <-chan *Batch, 
 				return fmt.Errorf("stage %s: %w", st.Name(), err)
 			}
 		}
-		select {
-		case out <- b:
-		case <-work.Done():
-			b.Release()
-			r.m.inflight.Dec()
+		if !r.forward(work, out, b) {
 			return nil
 		}
 	}
 	return nil
+}
+
+// forward passes b on to the next step, or releases it and reports false
+// when the run is failing (work is done).
+func (r *Runner) forward(work context.Context, out chan<- *Batch, b *Batch) bool {
+	select {
+	case out <- b:
+		return true
+	case <-work.Done():
+		b.Release()
+		r.m.inflight.Dec()
+		return false
+	}
 }
 
 // fanOut hands each batch that passed every stage to the committer, every
