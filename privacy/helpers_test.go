@@ -163,6 +163,12 @@ func (traitsExporter) Name() string { return "identifiers" }
 func (e traitsExporter) Export(ctx context.Context, s Subject) (any, error) {
 	e.w.mu.Lock()
 	defer e.w.mu.Unlock()
+	// crash["export"] runs once and the export goes on: the step's context
+	// is cancelled after its work is done, as by a shutdown right then.
+	if fn := e.w.crash["export"]; fn != nil {
+		delete(e.w.crash, "export")
+		fn()
+	}
 	type row struct {
 		Profile uint32 `json:"profile_id"`
 		Type    string `json:"type"`

@@ -484,3 +484,33 @@ func TestDestroyedKeysAreDebt(t *testing.T) {
 		t.Fatalf("%d spans of debt left after Step", n)
 	}
 }
+
+// TestExportRetryReusesToken: an access step interrupted after its export
+// committed but before the request completed is retried; the retry must
+// overwrite that export (same token, one export in the store), not leave
+// it behind under a live key where the person's erasure cannot find it.
+func TestExportRetryReusesToken(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.w.persons[4] = &person{pid: 4, ids: []Identity{raw("email", "jane@example.com")}}
+	id := uuidOf("e")
+	e.submitOK(requestBody(id, TypeAccess, "", raw("email", "jane@example.com")))
+	e.w.crash["export"] = e.stop
+	if _, err := e.svc.Step(e.ctx); err == nil {
+		t.Fatal("the interrupted step reported no error")
+	}
+	if st, err := e.svc.Get(id); err != nil || st.Status != StatusInProgress {
+		t.Fatalf("after the interruption: %+v, %v; want in_progress", st, err)
+	}
+	e.restart()
+	e.step()
+	if st, err := e.svc.Get(id); err != nil || st.Status != StatusCompleted {
+		t.Fatalf("after the retry: %+v, %v; want completed", st, err)
+	}
+	n := 0
+	if err := e.svc.scan([]byte{prefixExport}, []byte{prefixExport + 1}, func(_, _ []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d exports in the store after one retried access request, want 1", n)
+	}
+}
