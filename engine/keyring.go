@@ -308,14 +308,32 @@ func KeyringSpan(first, last uint32) (lo, hi []byte) {
 // into w (nil w: ErrKeyDestroyed); the caller must then call Committed(w)
 // once w committed, or Abandon(w). The arguments are not retained.
 func (k *Keyring) Seal(dst []byte, w *pebble.Batch, pid uint32, plaintext, aad []byte) ([]byte, error) {
+	return k.sealUnder(dst, plaintext, fullAAD(pid, aad), func() (*dataKey, error) { return k.lookup(pid, w) })
+}
+
+// Open appends to dst the plaintext of sealed (made by Seal for pid and
+// aad) and returns it. ErrKeyDestroyed: pid's key is gone; ErrDecrypt:
+// sealed was made for another profile or aad, or is corrupt. sealed is
+// not retained.
+func (k *Keyring) Open(dst []byte, pid uint32, sealed, aad []byte) ([]byte, error) {
+	out, err := k.openUnder(dst, sealed, fullAAD(pid, aad), func() (*dataKey, error) { return k.lookup(pid, nil) })
+	if err == ErrDecrypt {
+		err = fmt.Errorf("profile %d: %w", pid, ErrDecrypt)
+	}
+	return out, err
+}
+
+// sealUnder is Seal and SealID: lookup finds (or stages) the key under
+// k.mu, and the result is bound to full, the key's id and the caller's
+// aad.
+func (k *Keyring) sealUnder(dst, plaintext, full []byte, lookup func() (*dataKey, error)) ([]byte, error) {
 	n := len(dst)
 	dst = slices.Grow(dst, nonceLen+len(plaintext)+tagLen)[:n+nonceLen]
 	k.mu.Lock()
-	d, err := k.lookup(pid, w)
+	d, err := lookup()
 	if err == nil {
 		// The nonce is drawn in place: no copy of it escapes.
-		_, err = io.ReadFull(k.rand, dst[n:])
-		if err != nil {
+		if _, err = io.ReadFull(k.rand, dst[n:]); err != nil {
 			err = fmt.Errorf("cannot draw a nonce: %w", err)
 		}
 	}
@@ -324,26 +342,25 @@ func (k *Keyring) Seal(dst []byte, w *pebble.Batch, pid uint32, plaintext, aad [
 		return dst[:n], err
 	}
 	// Seal appends after dst's length: the nonce it reads there stays.
-	return d.aead.Seal(dst, dst[n:], plaintext, fullAAD(pid, aad)), nil
+	return d.aead.Seal(dst, dst[n:], plaintext, full), nil
 }
 
-// Open appends to dst the plaintext of sealed (made by Seal for pid and
-// aad) and returns it. ErrKeyDestroyed: pid's key is gone; ErrDecrypt:
-// sealed was made for another profile or aad, or is corrupt. sealed is
-// not retained.
-func (k *Keyring) Open(dst []byte, pid uint32, sealed, aad []byte) ([]byte, error) {
+// openUnder is Open and OpenID: a short, forged or mismatched sealed value
+// is ErrDecrypt itself (the caller names the key); lookup's errors are
+// returned as they are.
+func (k *Keyring) openUnder(dst, sealed, full []byte, lookup func() (*dataKey, error)) ([]byte, error) {
 	if len(sealed) < SealOverhead {
-		return dst, fmt.Errorf("profile %d: %w", pid, ErrDecrypt)
+		return dst, ErrDecrypt
 	}
 	k.mu.Lock()
-	d, err := k.lookup(pid, nil)
+	d, err := lookup()
 	k.mu.Unlock()
 	if err != nil {
 		return dst, err
 	}
-	out, err := d.aead.Open(dst, sealed[:nonceLen], sealed[nonceLen:], fullAAD(pid, aad))
+	out, err := d.aead.Open(dst, sealed[:nonceLen], sealed[nonceLen:], full)
 	if err != nil {
-		return dst, fmt.Errorf("profile %d: %w", pid, ErrDecrypt)
+		return dst, ErrDecrypt
 	}
 	return out, nil
 }

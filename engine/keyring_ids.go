@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 
 	"github.com/cockroachdb/pebble"
@@ -37,20 +36,7 @@ func KeyringIDKey(dst []byte, id KeyID) []byte {
 // committed, or Abandon(w). Until then the key is pinned in memory, so
 // every SealID of id meanwhile uses it. The arguments are not retained.
 func (k *Keyring) SealID(dst []byte, w *pebble.Batch, id KeyID, plaintext, aad []byte) ([]byte, error) {
-	n := len(dst)
-	dst = slices.Grow(dst, nonceLen+len(plaintext)+tagLen)[:n+nonceLen]
-	k.mu.Lock()
-	d, err := k.lookupID(id, w)
-	if err == nil {
-		if _, err = io.ReadFull(k.rand, dst[n:]); err != nil {
-			err = fmt.Errorf("cannot draw a nonce: %w", err)
-		}
-	}
-	k.mu.Unlock()
-	if err != nil {
-		return dst[:n], err
-	}
-	return d.aead.Seal(dst, dst[n:], plaintext, idAAD(id, aad)), nil
+	return k.sealUnder(dst, plaintext, idAAD(id, aad), func() (*dataKey, error) { return k.lookupID(id, w) })
 }
 
 // OpenID appends to dst the plaintext of sealed (made by SealID for id and
@@ -58,20 +44,11 @@ func (k *Keyring) SealID(dst []byte, w *pebble.Batch, id KeyID, plaintext, aad [
 // sealed was made for another id or aad, or is corrupt. sealed is not
 // retained.
 func (k *Keyring) OpenID(dst []byte, id KeyID, sealed, aad []byte) ([]byte, error) {
-	if len(sealed) < SealOverhead {
-		return dst, fmt.Errorf("data key %x: %w", id[:], ErrDecrypt)
+	out, err := k.openUnder(dst, sealed, idAAD(id, aad), func() (*dataKey, error) { return k.lookupID(id, nil) })
+	if err == ErrDecrypt {
+		err = fmt.Errorf("data key %x: %w", id[:], ErrDecrypt)
 	}
-	k.mu.Lock()
-	d, err := k.lookupID(id, nil)
-	k.mu.Unlock()
-	if err != nil {
-		return dst, err
-	}
-	out, err := d.aead.Open(dst, sealed[:nonceLen], sealed[nonceLen:], idAAD(id, aad))
-	if err != nil {
-		return dst, fmt.Errorf("data key %x: %w", id[:], ErrDecrypt)
-	}
-	return out, nil
+	return out, err
 }
 
 // DestroyID stages the deletion of id's data key into w: once w commits,

@@ -15,18 +15,7 @@ func testID(b byte) KeyID { return KeyID{0: b, 15: b} }
 // sealID seals pt for id in its own committed batch.
 func sealID(t testing.TB, k *Keyring, db *pebble.DB, id KeyID, pt, aad string) []byte {
 	t.Helper()
-	w := db.NewBatch()
-	defer w.Close()
-	defer k.Abandon(w)
-	out, err := k.SealID(nil, w, id, []byte(pt), []byte(aad))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	k.Committed(w)
-	return out
+	return sealCommitted(t, k, db, func(w *pebble.Batch) ([]byte, error) { return k.SealID(nil, w, id, []byte(pt), []byte(aad)) })
 }
 
 // TestKeyringIDRoundTrip: a value sealed under a KeyID opens with any

@@ -35,10 +35,17 @@ func openTestDB(t testing.TB) *pebble.DB {
 // seal seals pt for pid in its own committed batch.
 func seal(t testing.TB, k *Keyring, db *pebble.DB, pid uint32, pt, aad string) []byte {
 	t.Helper()
+	return sealCommitted(t, k, db, func(w *pebble.Batch) ([]byte, error) { return k.Seal(nil, w, pid, []byte(pt), []byte(aad)) })
+}
+
+// sealCommitted runs sealFn on a batch of its own, commits it and reports
+// the commit to k.
+func sealCommitted(t testing.TB, k *Keyring, db *pebble.DB, sealFn func(*pebble.Batch) ([]byte, error)) []byte {
+	t.Helper()
 	w := db.NewBatch()
 	defer w.Close()
 	defer k.Abandon(w)
-	out, err := k.Seal(nil, w, pid, []byte(pt), []byte(aad))
+	out, err := sealFn(w)
 	if err != nil {
 		t.Fatal(err)
 	}
