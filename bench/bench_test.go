@@ -2,14 +2,26 @@ package bench
 
 import (
 	"context"
+	"os"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/ingest"
 )
 
-var benchCorpus = NewCorpus(20000, GenConfig{Seed: 1, MalformedShare: 0.01})
+// benchCorpus holds 20,000 records, or BENCH_CORPUS of them (e.g.
+// 1000000 for a live-like stream in BenchmarkPipelineConsent, as
+// `cdpstream bench -corpus`).
+var benchCorpus = NewCorpus(corpusSize(), GenConfig{Seed: 1, MalformedShare: 0.01})
+
+func corpusSize() int {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_CORPUS")); err == nil && n > 0 {
+		return n
+	}
+	return 20000
+}
 
 func avgSize(c *Corpus) int64 { return c.Bytes / int64(len(c.Records)) }
 
