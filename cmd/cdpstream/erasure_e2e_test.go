@@ -275,7 +275,7 @@ func waitUntilMsg(t *testing.T, cond func() bool, msg func() string) {
 // email through the OpenDSR API. A later event carrying only one of her
 // old device ids is dropped at ingest (reason suppressed, counted for
 // every sink) and reaches no sink. There is no purpose catalogue, hence
-// no consent stage and no sink filter: the identity stage alone drops it.
+// no consent stage and no consent policy: the identity stage alone drops it.
 // The data directory keeps no value of hers, only keyed hashes. After
 // unsuppress by the same email, the same event is processed as a new
 // profile.
