@@ -1,14 +1,13 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/cdpstream/cdpstream/internal/disktest"
 )
 
 // TestCompactorPaysDebt: values deleted with their spans staged as debt
@@ -96,16 +95,9 @@ func TestCompactorPaysDebt(t *testing.T) {
 
 func inFiles(t *testing.T, dir string, b []byte) bool {
 	t.Helper()
-	found := false
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		if err == nil && bytes.Contains(data, b) {
-			found = true
-		}
-		return nil
-	})
-	return found
+	found, err := disktest.Find(dir, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(found) > 0
 }

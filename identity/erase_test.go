@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble"
 
 	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/internal/disktest"
 )
 
 // Jane: two devices, two emails, a user id, merged into one profile. The
@@ -63,27 +62,12 @@ func janeEvents(tg *testGraph) {
 	tg.process([]testEvent{ev("e7", 60, "", v[0][1], v[2])})
 }
 
-// scanDir returns, for each needle found, the files of dir holding it.
+// scanDir returns, for each needle found, the files under dir holding it.
 func scanDir(t *testing.T, dir string, needles []string) map[string][]string {
 	t.Helper()
-	found := map[string][]string{}
-	ents, err := os.ReadDir(dir)
+	found, err := disktest.FindStrings(dir, needles...)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range needles {
-			if bytes.Contains(b, []byte(n)) {
-				found[n] = append(found[n], e.Name())
-			}
-		}
 	}
 	return found
 }

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,22 +15,20 @@ import (
 	"github.com/cockroachdb/pebble"
 
 	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/internal/disktest"
 )
 
 // findInDir returns the first file under dir that contains s, or "".
 func findInDir(t *testing.T, dir string, s []byte) string {
 	t.Helper()
-	var found string
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || found != "" {
-			return nil
-		}
-		if data, err := os.ReadFile(p); err == nil && bytes.Contains(data, s) {
-			found = p
-		}
-		return nil
-	})
-	return found
+	found, err := disktest.Find(dir, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := found[string(s)]; len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 func (e *env) raw(key []byte) []byte {

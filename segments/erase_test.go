@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cdpstream/cdpstream/internal/disktest"
 )
 
 // openPlainDB opens Pebble on disk without block compression, so that a
@@ -52,34 +53,11 @@ type needsContents struct{ pebble.ArchiveCleaner }
 // filesHolding returns the files under dir whose bytes contain needle.
 func filesHolding(t testing.TB, dir string, needle []byte) []string {
 	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			if os.IsNotExist(err) {
-				return nil // deleted meanwhile
-			}
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if os.IsNotExist(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, needle) {
-			rel, _ := filepath.Rel(dir, path)
-			out = append(out, rel)
-		}
-		return nil
-	})
+	found, err := disktest.Find(dir, needle)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return found[string(needle)]
 }
 
 // TestEraseConsent: a profile with decisions in several purposes (and

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/internal/disktest"
 )
 
 // TestErasureEndToEnd: a person with three devices, two emails and a user
@@ -245,18 +246,14 @@ http:
 // findInDir returns the first file under dir that contains s, or "".
 func findInDir(t *testing.T, dir, s string) string {
 	t.Helper()
-	var found string
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || found != "" {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err == nil && bytes.Contains(data, []byte(s)) {
-			found = p
-		}
-		return nil
-	})
-	return found
+	found, err := disktest.FindStrings(dir, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := found[s]; len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 // waitUntilMsg is waitUntil that says what it last saw.

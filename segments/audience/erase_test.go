@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/internal/disktest"
 )
 
 // openPlainDB opens Pebble in dir without block compression, so that a
@@ -53,31 +53,11 @@ type needsContents struct{ pebble.ArchiveCleaner }
 // filesHolding returns the files under dir whose bytes contain needle.
 func filesHolding(t testing.TB, dir string, needle []byte) []string {
 	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil // deleted meanwhile
-		}
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, needle) {
-			rel, _ := filepath.Rel(dir, path)
-			out = append(out, rel)
-		}
-		return nil
-	})
+	found, err := disktest.Find(dir, needle)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return found[string(needle)]
 }
 
 // checkDisk fails if a file under dir still holds needle once the
