@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -38,10 +39,13 @@ http:
 	now := time.Now().UTC().Format(time.RFC3339)
 	p.send(fmt.Sprintf(`{"type":"identify","userId":"cust-1","messageId":"1","timestamp":%q,"traits":{"email":"jane@exmaple.com","plan":"free","name":"Jane"}}`, now))
 
-	// Rectify: the misspelt email becomes the right one; plan becomes pro.
-	fix := `{"cdpstream":{"rectification":{"identifiers":[{"type":"email","old":"jane@exmaple.com","new":"Jane@Example.com"}],"traits":{"plan":"pro","name":null}}}}`
-	if code, v := p.call("POST", "/opendsr/requests", dsrBody("9b2a7c1e-3d4f-4a5b-8c6d-7e8f9a0b1c2d", "rectification", "controller_customer_id", "cust-1", fix)); code != http.StatusCreated {
-		t.Fatalf("rectification request: %d %v", code, v)
+	// Rectify, through the terminal command: the misspelt email becomes
+	// the right one, plan becomes pro, the name goes, visits is a number.
+	var out, errb bytes.Buffer
+	if code := cli([]string{"privacy", "submit", "-type", "rectification", "-identity", "controller_customer_id:cust-1",
+		"-id", "9b2a7c1e-3d4f-4a5b-8c6d-7e8f9a0b1c2d", "-fix", "email:jane@exmaple.com=Jane@Example.com",
+		"-trait", "plan=pro", "-trait", "visits=3", "-unset-trait", "name", "-addr", p.base, "-token", token}, nil, &out, &errb); code != 0 {
+		t.Fatalf("privacy submit -type rectification: exit %d: %s%s", code, out.String(), errb.String())
 	}
 	p.completed("9b2a7c1e-3d4f-4a5b-8c6d-7e8f9a0b1c2d")
 	if code, _ := p.call("GET", "/v1/profiles/lookup?type=email&value=jane@exmaple.com", ""); code != http.StatusNotFound {
@@ -62,6 +66,7 @@ http:
 	st := p.completed("1c9e6679-7425-40de-944b-e07fc1f90ae7")
 	code, export := p.callRaw("GET", st["results_url"].(string), "")
 	if code != http.StatusOK || !strings.Contains(string(export), "jane@example.com") || !strings.Contains(string(export), `"plan": "pro"`) ||
+		!strings.Contains(string(export), `"visits": 3`) ||
 		strings.Contains(string(export), "exmaple") || strings.Contains(string(export), "Jane\"") {
 		t.Fatalf("export after rectification: %d %s", code, export)
 	}
