@@ -93,6 +93,14 @@ type Record struct {
 	Type  string
 	Key   []byte
 	Value []byte
+	// Subject is the profile whose data the record adds downstream (an
+	// audience entry, a consent change), or 0 for a record that must
+	// always be delivered (an exit, a deletion notice). A sink's filter
+	// that implements RecordFilter may withhold a record by its Subject:
+	// the erased-profile filter withholds those of profiles erased while
+	// the record was on its way, so no sink re-learns about a person after
+	// their deletion notice.
+	Subject uint32
 }
 
 // Merge records that profiles were merged into a survivor, so downstream

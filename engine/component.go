@@ -56,6 +56,14 @@ type AllPasser interface {
 	PassesAll(b *Batch) bool
 }
 
+// RecordFilter is implemented by filters that also decide which control
+// records (Batch.Records) their sink receives. DropRecord returns the
+// reason to withhold r, or "" to deliver it. The runner counts withheld
+// records in cdp_engine_records_dropped_total{sink,type,reason}.
+type RecordFilter interface {
+	DropRecord(r *Record) Reason
+}
+
 // Flusher is implemented by sinks that buffer: Flush is called on shutdown
 // after the last Write.
 type Flusher interface {

@@ -57,6 +57,7 @@
 // cdp_engine_{received,sent,errors}_total{component},
 // cdp_engine_batch_seconds{component},
 // cdp_engine_dead_letter_total{reason}, cdp_engine_dropped_total{sink,reason},
+// cdp_engine_records_dropped_total{sink,type,reason},
 // cdp_engine_committed_total, cdp_engine_inflight_batches,
 // cdp_engine_batch_delay_seconds.
 //

@@ -26,6 +26,7 @@ type Metrics struct {
 	received, sent, errors *prometheus.CounterVec
 	seconds                *prometheus.HistogramVec
 	dropped, dead          *prometheus.CounterVec
+	recordsDropped         *prometheus.CounterVec
 	committed              prometheus.Counter
 	inflight               prometheus.Gauge
 	delay                  prometheus.Histogram
@@ -40,15 +41,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		errors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_errors_total", Help: "Failed batch calls of a pipeline component."}, []string{"component"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cdp_engine_batch_seconds", Help: "Time a component spent on one batch.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}, []string{"component"}),
-		dropped:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_dropped_total", Help: "Events a sink did not get, by reason: its filter did not select them, or a stage removed them from the batch."}, []string{"sink", "reason"}),
-		dead:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_dead_letter_total", Help: "Rejected records sent to the dead-letter sink, by reason."}, []string{"reason"}),
-		committed: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_engine_committed_total", Help: "Batches whose input offsets were committed."}),
-		inflight:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "cdp_engine_inflight_batches", Help: "Batches between the source and the offset commit."}),
+		dropped:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_dropped_total", Help: "Events a sink did not get, by reason: its filter did not select them, or a stage removed them from the batch."}, []string{"sink", "reason"}),
+		recordsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_records_dropped_total", Help: "Control records a sink that lists their type did not get, by reason: its filter withheld them."}, []string{"sink", "type", "reason"}),
+		dead:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdp_engine_dead_letter_total", Help: "Rejected records sent to the dead-letter sink, by reason."}, []string{"reason"}),
+		committed:      prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_engine_committed_total", Help: "Batches whose input offsets were committed."}),
+		inflight:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "cdp_engine_inflight_batches", Help: "Batches between the source and the offset commit."}),
 		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cdp_engine_batch_delay_seconds", Help: "Time from a batch's first record to its commit.",
 			Buckets: prometheus.ExponentialBuckets(1e-3, 2, 14)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.sent, m.errors, m.seconds, m.dropped, m.dead, m.committed, m.inflight, m.delay)
+		reg.MustRegister(m.received, m.sent, m.errors, m.seconds, m.dropped, m.recordsDropped, m.dead, m.committed, m.inflight, m.delay)
 	}
 	return m
 }

@@ -421,6 +421,7 @@ func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error
 	var recs []Record
 	drops := map[Reason]int{}
 	drop := func(_ int, reason Reason) { drops[reason]++ }
+	rf, _ := spec.Filter.(RecordFilter)
 	events := true
 	if et, ok := spec.Sink.(EventTaker); ok {
 		events = et.TakesEvents()
@@ -465,10 +466,18 @@ func (r *Runner) runSink(work context.Context, i int, in <-chan *inflight) error
 			}
 			if rs, ok := spec.Sink.(RecordSink); ok && len(b.Records) > 0 {
 				recs = recs[:0]
-				for _, r := range b.Records {
-					if rs.WantsRecord(r.Type) {
-						recs = append(recs, r)
+				for k := range b.Records {
+					rec := &b.Records[k]
+					if !rs.WantsRecord(rec.Type) {
+						continue
 					}
+					if rf != nil {
+						if reason := rf.DropRecord(rec); reason != "" {
+							r.m.recordsDropped.WithLabelValues(name, rec.Type, string(reason)).Inc()
+							continue
+						}
+					}
+					recs = append(recs, *rec)
 				}
 				if len(recs) > 0 {
 					if err := rs.WriteRecords(ctx, recs); err != nil {

@@ -546,3 +546,107 @@ func TestRunnerAllPasser(t *testing.T) {
 		}
 	}
 }
+
+// recordSink takes the records of the types it lists, and events.
+type recordSink struct {
+	memSink
+	types []string
+	got   []engine.Record
+}
+
+func (s *recordSink) WantsRecord(typ string) bool { return slices.Contains(s.types, typ) }
+func (s *recordSink) WriteRecords(_ context.Context, recs []engine.Record) error {
+	s.got = append(s.got, recs...)
+	return nil
+}
+
+// subjectFilter keeps every row and withholds the records about one
+// profile, reason "gone".
+type subjectFilter struct{ gone uint32 }
+
+func (subjectFilter) Select(b *engine.Batch, dst []int, _ func(int, engine.Reason)) []int {
+	for i := range b.Rows() {
+		dst = append(dst, i)
+	}
+	return dst
+}
+
+func (f subjectFilter) DropRecord(r *engine.Record) engine.Reason {
+	if r.Subject == f.gone {
+		return "gone"
+	}
+	return ""
+}
+
+// TestRunnerRecordFilter: a sink's filter that implements RecordFilter
+// withholds records from its sink only, counted by sink, type and reason;
+// a sink without one gets every record of the types it wants.
+func TestRunnerRecordFilter(t *testing.T) {
+	b := makeBatch(t, memory.NewGoAllocator(), "b", 0, 3)
+	b.Records = []engine.Record{
+		{Type: "audience", Key: []byte("7"), Subject: 7},
+		{Type: "audience", Key: []byte("8"), Subject: 8},
+		{Type: "consent", Key: []byte("7"), Subject: 7},
+		{Type: "audience", Key: []byte("7")}, // an exit: no subject
+	}
+	src := &sliceSource{batches: []*engine.Batch{b}}
+	filtered := &recordSink{memSink: memSink{name: "filtered"}, types: []string{"audience", "consent"}}
+	plain := &recordSink{memSink: memSink{name: "plain"}, types: []string{"audience"}}
+	reg := prometheus.NewRegistry()
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil,
+		[]engine.SinkSpec{{Sink: filtered, Filter: subjectFilter{gone: 7}}, {Sink: plain}}, &memDead{}, engine.NewMetrics(reg), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	keys := func(rs []engine.Record) (out []string) {
+		for _, r := range rs {
+			out = append(out, r.Type+":"+string(r.Key))
+		}
+		return out
+	}
+	if got, want := keys(filtered.got), []string{"audience:8", "audience:7"}; !slices.Equal(got, want) {
+		t.Errorf("filtered sink got %v, want %v", got, want)
+	}
+	if got, want := keys(plain.got), []string{"audience:7", "audience:8", "audience:7"}; !slices.Equal(got, want) {
+		t.Errorf("plain sink got %v, want %v", got, want)
+	}
+	if len(filtered.ids) != 3 || len(plain.ids) != 3 {
+		t.Errorf("events written %d and %d, want 3 each", len(filtered.ids), len(plain.ids))
+	}
+	for _, typ := range []string{"audience", "consent"} {
+		if got := mustCounterLabels(t, reg, "cdp_engine_records_dropped_total", map[string]string{"sink": "filtered", "type": typ, "reason": "gone"}); got != 1 {
+			t.Errorf("records_dropped{sink=filtered,type=%s,reason=gone} = %v, want 1", typ, got)
+		}
+	}
+}
+
+// mustCounterLabels finds the counter of family name with exactly labels.
+func mustCounterLabels(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.Metric {
+			if len(m.Label) != len(labels) {
+				continue
+			}
+			for _, l := range m.Label {
+				if labels[l.GetName()] != l.GetValue() {
+					continue metrics
+				}
+			}
+			return m.Counter.GetValue()
+		}
+	}
+	t.Fatalf("no series %s%v", name, labels)
+	return 0
+}

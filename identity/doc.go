@@ -215,7 +215,9 @@
 //     their way to the sinks. The committed erasure adds the ids (the
 //     survivor and what was merged into it) to an in-memory set that
 //     ErasedFilter, the filter cmd/cdpstream puts on every sink, drops
-//     them by (reason "erased"; Erased(pid) asks the set). It is not
+//     them by (reason "erased"; Erased(pid) asks the set), with the
+//     change records about them (engine.Record.Subject: consent changes,
+//     audience entries) attached to those batches. It is not
 //     persisted: after a restart the uncommitted batches are resolved
 //     again, and no erased id comes back.
 //

@@ -63,9 +63,16 @@ func (g *Graph) Erased(pid uint32) bool {
 // sink queues, up to a few batches. Erase runs first among a privacy
 // request's erasers, so every batch a sink filters after it returned
 // carries none of the person's rows, whether or not the sink has a
-// consent policy. Not covered: a batch the sink had already filtered
-// (being written, or held in a buffering sink), the change records
-// attached to batches (Batch.Records), and, after a crash, the replay of
+// consent policy. It also withholds the change records attached to those
+// batches whose subject is an erased profile (consent changes, audience
+// entries; engine.Record.Subject), so a downstream tool does not re-learn
+// about the person from a record that was in flight when the erasure
+// committed; exits and deletion notices have no subject and pass. (The
+// deletion notice itself goes out just before the erasure, while the
+// identifiers can still be read: what sinks filter in those milliseconds
+// still passes.) Not covered: a batch the sink had already filtered (being
+// written, or held in a buffering sink), profile merges (Batch.Merges:
+// ids only, no data), and, after a crash, the replay of
 // uncommitted batches: the set lives in memory only, and the replayed
 // events resolve anew (an erased identifier no longer resolves to the
 // erased id, which is never reused; the deletion notice went out before
@@ -81,6 +88,17 @@ func (g *Graph) ErasedFilter(next engine.Filter) engine.Filter {
 type erasedFilter struct {
 	g    *Graph
 	next engine.Filter
+}
+
+// DropRecord implements engine.RecordFilter.
+func (f *erasedFilter) DropRecord(r *engine.Record) engine.Reason {
+	if r.Subject != 0 && f.g.Erased(r.Subject) {
+		return ReasonErased
+	}
+	if rf, ok := f.next.(engine.RecordFilter); ok {
+		return rf.DropRecord(r)
+	}
+	return ""
 }
 
 // PassesAll implements engine.AllPasser.

@@ -33,10 +33,23 @@ func (dropAll) Select(b *engine.Batch, dst []int, drop func(int, engine.Reason))
 	return dst
 }
 
+// dropRecords keeps every row and withholds every record, reason "mine".
+type dropRecords struct{}
+
+func (dropRecords) Select(b *engine.Batch, dst []int, _ func(int, engine.Reason)) []int {
+	for i := range b.Rows() {
+		dst = append(dst, i)
+	}
+	return dst
+}
+
+func (dropRecords) DropRecord(*engine.Record) engine.Reason { return "mine" }
+
 // TestErasedFilter: a batch resolved before an erasure (in flight to the
 // sinks when it ran) loses the rows of the erased profile and of the
 // profile merged into it, reason erased; other rows pass; a wrapped
-// filter's own drops keep their reason; nothing is filtered and the
+// filter's own drops keep their reason; the change records whose subject
+// is the erased profile are withheld, exits and others delivered; nothing is filtered and the
 // runner may skip Select until something is erased; the set does not
 // survive a restart.
 func TestErasedFilter(t *testing.T) {
@@ -77,8 +90,28 @@ func TestErasedFilter(t *testing.T) {
 		t.Fatalf("before erasure: kept %v, dropped %v", kept, ds)
 	}
 
+	// Change records attached to the batch: an entry about the survivor,
+	// one about b, and an exit (no subject).
+	recs := []engine.Record{{Type: "audience", Subject: survivor}, {Type: "consent", Subject: pids[1]}, {Type: "audience"}}
+	withheld := func(f engine.Filter) []engine.Reason {
+		var out []engine.Reason
+		for i := range recs {
+			out = append(out, f.(engine.RecordFilter).DropRecord(&recs[i]))
+		}
+		return out
+	}
+	if got := withheld(f); !slices.Equal(got, []engine.Reason{"", "", ""}) {
+		t.Fatalf("records before erasure: %q, want every one delivered", got)
+	}
+
 	if err := tg.g.Erase(t.Context(), []uint32{survivor}); err != nil {
 		t.Fatal(err)
+	}
+	if got := withheld(f); !slices.Equal(got, []engine.Reason{ReasonErased, "", ""}) {
+		t.Fatalf("records after erasure: %q, want the erased survivor's withheld, b's and the exit delivered", got)
+	}
+	if got := withheld(tg.g.ErasedFilter(dropRecords{})); !slices.Equal(got, []engine.Reason{ReasonErased, "mine", "mine"}) {
+		t.Fatalf("records through a wrapped record filter: %q, want erased first, then its reason", got)
 	}
 	for i, pid := range pids {
 		if want := i != 1 && i != 3; tg.g.Erased(pid) != want {

@@ -773,7 +773,8 @@ func (r *annRing) find(b *engine.Batch) *annotation {
 
 // consentRecord encodes one consent change as a control record:
 // {"type":"consent","profile_id":7,"purpose":"analytics","status":"denied",
-// "time":"...","source":"segment"}, keyed by the profile id.
+// "time":"...","source":"segment"}, keyed by the profile id, whose
+// subject it is (a sink withholds it once the profile is erased).
 func consentRecord(pid uint32, purpose string, d Decision) engine.Record {
 	v, _ := json.Marshal(struct {
 		Type      string    `json:"type"`
@@ -783,5 +784,5 @@ func consentRecord(pid uint32, purpose string, d Decision) engine.Record {
 		Time      time.Time `json:"time"`
 		Source    string    `json:"source"`
 	}{"consent", pid, purpose, d.Status.String(), time.UnixMicro(d.Time).UTC(), d.Source.String()})
-	return engine.Record{Type: "consent", Key: strconv.AppendUint(nil, uint64(pid), 10), Value: v}
+	return engine.Record{Type: "consent", Key: strconv.AppendUint(nil, uint64(pid), 10), Value: v, Subject: pid}
 }

@@ -39,6 +39,9 @@ func TestConsentChangeRecords(t *testing.T) {
 			if err := json.Unmarshal(r.Value, &v); err != nil || v.Type != "consent" || r.Type != "consent" {
 				t.Fatalf("record %s: %v", r.Value, err)
 			}
+			if r.Subject != v.ProfileID || string(r.Key) != fmt.Sprint(v.ProfileID) {
+				t.Fatalf("record %s: key %q, subject %d; want both the profile (a sink withholds it once the profile is erased)", r.Value, r.Key, r.Subject)
+			}
 			out = append(out, fmt.Sprintf("%d:%s:%s", v.ProfileID, v.Purpose, v.Status))
 		}
 		return out

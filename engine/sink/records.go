@@ -204,10 +204,15 @@ type audienceJSON struct {
 }
 
 // AudienceRecord encodes one audience entry or exit as a control record
-// keyed by the profile id.
+// keyed by the profile id. An entry's Subject is the profile (withheld
+// once it is erased); an exit has none, so it is always delivered.
 func AudienceRecord(aud string, version, profileID uint32, entered bool, at time.Time, cause string) Record {
 	v, _ := json.Marshal(audienceJSON{Type: RecordAudience, Audience: aud, Version: version, ProfileID: profileID, Entered: entered, Time: at.UTC(), Cause: cause})
-	return Record{Type: RecordAudience, Key: []byte(strconv.FormatUint(uint64(profileID), 10)), Value: v}
+	r := Record{Type: RecordAudience, Key: []byte(strconv.FormatUint(uint64(profileID), 10)), Value: v}
+	if entered {
+		r.Subject = profileID
+	}
+	return r
 }
 
 // Identifier is one identifier named in a deletion notice.

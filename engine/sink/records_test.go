@@ -70,3 +70,18 @@ func TestRecordsConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAudienceRecordSubject: an entry names its profile as the subject
+// (withheld from sinks once the profile is erased); an exit names none,
+// so it is always delivered.
+func TestAudienceRecordSubject(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	in := AudienceRecord("vip", 1, 7, true, at, "event")
+	out := AudienceRecord("vip", 1, 7, false, at, "erase")
+	if in.Subject != 7 || out.Subject != 0 || string(in.Key) != "7" || string(out.Key) != "7" {
+		t.Fatalf("entry subject %d key %q, exit subject %d key %q; want 7 \"7\", 0 \"7\"", in.Subject, in.Key, out.Subject, out.Key)
+	}
+	if d := DeletionRecord("r", []uint32{7}, nil, at); d.Subject != 0 {
+		t.Fatalf("deletion notice subject %d, want 0", d.Subject)
+	}
+}
