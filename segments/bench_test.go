@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cockroachdb/pebble"
 )
 
 func benchBatch(b testing.TB, n int, withConsent bool) *engine.Batch {
@@ -258,4 +260,70 @@ func BenchmarkProcessStale(b *testing.B) {
 			b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(b.N)/float64(len(rows)), "ns/event")
 		})
 	}
+}
+
+// BenchmarkLoad is the consent stage's start: New reads every profile's
+// decisions from Pebble (on disk, compacted, as after a restart) and
+// rebuilds the per-purpose bitmaps. Each profile holds four decisions
+// (two granted, one of them expiring, one denied, one granted or denied);
+// CONSENT_LOAD_PROFILES sets the count (default 1,000,000).
+func BenchmarkLoad(b *testing.B) {
+	n := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("CONSENT_LOAD_PROFILES")); err == nil && v > 0 {
+		n = v
+	}
+	dir := b.TempDir()
+	db := openDB(b, dir)
+	t0 := time.Now().Add(-time.Hour).UnixMicro()
+	far := time.Now().Add(24 * time.Hour).UnixMicro()
+	var key, val []byte
+	wb := db.NewBatch()
+	for pid := uint32(1); pid <= uint32(n); pid++ {
+		var p profile
+		p.put(0, Decision{Status: Granted, Source: 1, Time: t0 + int64(pid)})
+		p.put(1, Decision{Status: Granted, Source: 1, Time: t0 + int64(pid), Expires: far})
+		p.put(2, Decision{Status: Denied, Source: 2, Time: t0 + int64(pid)})
+		st := Granted
+		if pid%3 == 0 {
+			st = Denied
+		}
+		p.put(3, Decision{Status: st, Source: 3, Time: t0 + int64(pid)})
+		key = profileKey(key[:0], prefixProfile, pid)
+		val = appendProfile(val[:0], &p)
+		if err := wb.Set(key, val, nil); err != nil {
+			b.Fatal(err)
+		}
+		if wb.Len() > 4<<20 {
+			if err := wb.Commit(pebble.NoSync); err != nil {
+				b.Fatal(err)
+			}
+			wb = db.NewBatch()
+		}
+	}
+	if err := wb.Commit(pebble.Sync); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Compact([]byte{prefixProfile}, []byte{prefixProfile + 1}, true); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	cfg := testConfig()
+	var c *Consent
+	for b.Loop() {
+		db := openDB(b, dir)
+		var err error
+		if c, err = New(cfg, db, nil); err != nil {
+			b.Fatal(err)
+		}
+		if got := c.granted[0].GetCardinality(); got != uint64(n) {
+			b.Fatalf("granted[0] holds %d profiles, want %d", got, n)
+		}
+		b.StopTimer()
+		_ = db.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/profile")
+	b.ReportMetric(float64(n), "profiles")
 }

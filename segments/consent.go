@@ -183,6 +183,18 @@ func (c *Consent) load() error {
 	}
 	defer it.Close()
 	now := c.now().UnixMicro()
+	// Keys come in profile id order, so each bitmap's ids arrive sorted:
+	// they are gathered per bitmap and added a run at a time (AddMany),
+	// the decisions are cut from slabs, and the expiry heap is built once
+	// at the end.
+	var slab []Decision
+	var pend [2][MaxPurposes][]uint32
+	flush := func(st, bit int) {
+		if len(pend[st][bit]) > 0 {
+			[2]*[MaxPurposes]*roaring.Bitmap{&c.granted, &c.denied}[st][bit].AddMany(pend[st][bit])
+			pend[st][bit] = pend[st][bit][:0]
+		}
+	}
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) != 5 {
@@ -194,18 +206,43 @@ func (c *Consent) load() error {
 			continue
 		}
 		p := c.profiles.slot(pid)
-		if err := decodeProfile(it.Value(), p); err != nil {
+		if err := decodeProfile(it.Value(), p, &slab); err != nil {
 			c.profiles.del(pid)
 			return fmt.Errorf("cannot load consent of profile %d: %w", pid, err)
 		}
-		for b := p.set; b != 0; b &= b - 1 {
+		for i, b := 0, p.set; b != 0; i, b = i+1, b&(b-1) {
 			bit := tz(b)
-			d, _ := p.get(bit)
-			c.setBits(pid, p, bit, d, now)
+			d := p.d[i]
+			st := 0
+			switch d.effective(now) {
+			case Granted:
+				p.granted |= 1 << bit
+				if d.Expires != 0 {
+					c.exp = append(c.exp, expiry{at: d.Expires, pid: pid, bit: uint8(bit)})
+				}
+			case Denied:
+				p.denied |= 1 << bit
+				st = 1
+			default:
+				continue
+			}
+			if pend[st][bit] = append(pend[st][bit], pid); len(pend[st][bit]) == loadRun {
+				flush(st, bit)
+			}
 		}
 	}
+	for st := range pend {
+		for bit := range pend[st] {
+			flush(st, bit)
+		}
+	}
+	heap.Init(&c.exp)
 	return it.Error()
 }
+
+// loadRun is how many profile ids load gathers per bitmap before adding
+// them.
+const loadRun = 4096
 
 // setBits puts d's effective status for bit into p's masks and the
 // bitmaps, and schedules its expiry.

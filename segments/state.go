@@ -91,6 +91,14 @@ func (p *profile) put(bit int, d Decision) {
 		return
 	}
 	p.set |= 1 << bit
+	if len(p.d) == cap(p.d) {
+		// Grow by hand so that no decision stays behind in the old
+		// backing array (it may be a load slab, which lives on).
+		nd := make([]Decision, len(p.d), len(p.d)+2)
+		copy(nd, p.d)
+		clear(p.d)
+		p.d = nd
+	}
 	p.d = append(p.d, Decision{})
 	copy(p.d[i+1:], p.d[i:])
 	p.d[i] = d
@@ -203,8 +211,11 @@ func appendProfile(dst []byte, p *profile) []byte {
 	return dst
 }
 
-// decodeProfile reads v into p, which must be empty.
-func decodeProfile(v []byte, p *profile) error {
+// decodeProfile reads v into p, which must be empty. Its decisions are
+// cut from *slab (refilled by slabDecisions at a time) when slab is not
+// nil: one allocation per slabDecisions decisions instead of one per
+// profile, for loading millions of them at start.
+func decodeProfile(v []byte, p *profile, slab *[]Decision) error {
 	if len(v) < 2 || v[0] != valueVersion {
 		return errCorrupt
 	}
@@ -214,8 +225,18 @@ func decodeProfile(v []byte, p *profile) error {
 		return errCorrupt
 	}
 	v = v[n:]
-	d := make([]Decision, 0, bits.OnesCount64(set))
-	for range bits.OnesCount64(set) {
+	k := bits.OnesCount64(set)
+	var d []Decision
+	if slab != nil { // k <= 64: set is a uint64
+		if cap(*slab)-len(*slab) < k {
+			*slab = make([]Decision, 0, slabDecisions)
+		}
+		d = (*slab)[len(*slab) : len(*slab) : len(*slab)+k]
+		*slab = (*slab)[:len(*slab)+k]
+	} else {
+		d = make([]Decision, 0, k)
+	}
+	for range k {
 		if len(v) < 2 {
 			return errCorrupt
 		}
@@ -243,6 +264,10 @@ func decodeProfile(v []byte, p *profile) error {
 	}
 	return nil
 }
+
+// slabDecisions is how many decisions one load allocation holds (24 bytes
+// each).
+const slabDecisions = 4096
 
 // expiry is a grant that lapses at at.
 type expiry struct {

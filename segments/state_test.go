@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/cockroachdb/pebble"
+
 	"github.com/cdpstream/cdpstream/engine"
 )
 
@@ -389,6 +392,125 @@ func TestProcessMatchesModel(t *testing.T) {
 			clear(m.erased)
 			m.check(t, c, clock.UnixMicro(), name+": final restart")
 			_ = db.Close()
+		}
+	}
+}
+
+// TestLoad: the start-up rebuild (decisions cut from slabs, bitmaps filled
+// a run at a time, the expiry heap built once) gives, for random stored
+// profiles, the masks and bitmaps a decision-by-decision evaluation gives,
+// and schedules the grants that have not lapsed yet: they lapse on time.
+func TestLoad(t *testing.T) {
+	db := openDB(t, "")
+	defer db.Close()
+	rng := rand.New(rand.NewPCG(7, 9))
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	nowUs := now.UnixMicro()
+	type want struct{ granted, denied uint64 }
+	wants := map[uint32]want{}
+	var expiring int
+	wb := db.NewBatch()
+	// Ids sparse and across many runs of loadRun; now and then a profile
+	// with a decision for every purpose.
+	for pid := uint32(1); pid < 40_000; pid += 1 + uint32(rng.IntN(3)) {
+		var p profile
+		var w want
+		nbits := 1 + rng.IntN(4)
+		if pid%997 == 0 {
+			nbits = 400
+		}
+		for range nbits {
+			bit := rng.IntN(MaxPurposes)
+			d := Decision{Status: Granted, Source: 1, Time: nowUs - int64(rng.IntN(1e9))}
+			switch rng.IntN(4) {
+			case 0:
+				d.Status = Denied
+			case 1:
+				d.Expires = nowUs - 1 // lapsed
+			case 2:
+				d.Expires = nowUs + int64(1+rng.IntN(1e6)) // lapses later
+			}
+			p.put(bit, d)
+		}
+		for b := p.set; b != 0; b &= b - 1 {
+			bit := tz(b)
+			d, _ := p.get(bit)
+			switch d.effective(nowUs) {
+			case Granted:
+				w.granted |= 1 << bit
+				if d.Expires != 0 {
+					expiring++
+				}
+			case Denied:
+				w.denied |= 1 << bit
+			}
+		}
+		wants[pid] = w
+		if err := wb.Set(profileKey(nil, prefixProfile, pid), appendProfile(nil, &p), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	clock := now
+	c, err := New(testConfig(), db, nil, WithClock(func() time.Time { return clock }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for bit := range MaxPurposes {
+			g, d := roaring.New(), roaring.New()
+			for pid, w := range wants {
+				if w.granted>>bit&1 == 1 {
+					g.Add(pid)
+				}
+				if w.denied>>bit&1 == 1 {
+					d.Add(pid)
+				}
+			}
+			if !g.Equals(c.granted[bit]) || !d.Equals(c.denied[bit]) {
+				t.Fatalf("%s, bit %d: granted %d denied %d profiles, want %d and %d", when, bit,
+					c.granted[bit].GetCardinality(), c.denied[bit].GetCardinality(), g.GetCardinality(), d.GetCardinality())
+			}
+		}
+		for pid, w := range wants {
+			p := c.profiles.get(pid)
+			if p == nil || p.granted != w.granted || p.denied != w.denied {
+				t.Fatalf("%s, profile %d: %+v, want masks %+v", when, pid, p, w)
+			}
+		}
+	}
+	check("after load")
+	if len(c.exp) != expiring || expiring == 0 {
+		t.Fatalf("%d expiries scheduled, want %d", len(c.exp), expiring)
+	}
+	// The scheduled grants lapse within the next second: half a second
+	// on, those due by then (and only those) have lapsed; two seconds
+	// on, all.
+	for _, step := range []time.Duration{500 * time.Millisecond, 2 * time.Second} {
+		clock = now.Add(step)
+		at := clock.UnixMicro()
+		c.expire(at)
+		left := 0
+		for pid, w := range wants {
+			p := c.profiles.get(pid)
+			for b := p.set; b != 0; b &= b - 1 {
+				bit := tz(b)
+				if d, _ := p.get(bit); d.Status == Granted && d.Expires > nowUs {
+					if d.Expires <= at {
+						w.granted &^= 1 << bit
+					} else {
+						left++
+					}
+				}
+			}
+			wants[pid] = w
+		}
+		check(fmt.Sprintf("%v on", step))
+		if len(c.exp) != left || (step < time.Second) != (left > 0) {
+			t.Fatalf("%v on: %d expiries left, want %d", step, len(c.exp), left)
 		}
 	}
 }
