@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble"
 
 	"github.com/cdpstream/cdpstream/engine"
 )
@@ -190,4 +194,80 @@ func BenchmarkStage(b *testing.B) {
 			b.ReportMetric(float64(rows*i)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// BenchmarkLoad is the audience store's start: New reads the definitions,
+// every audience's members and the known profiles (keys of the traits
+// rows) from Pebble, on disk and compacted as after a restart. AUDIENCE_LOAD_PROFILES
+// sets the number of profiles (default 1,000,000), each with about 100
+// bytes of traits; audience "half" holds every other one, "all" every one.
+func BenchmarkLoad(b *testing.B) {
+	n := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("AUDIENCE_LOAD_PROFILES")); err == nil && v > 0 {
+		n = v
+	}
+	dir := b.TempDir()
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Config{}, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, id := range []string{"half", "all"} {
+		if _, err := s.Create(Definition{ID: id, Condition: Condition{Trait: &TraitCond{Path: id, Op: "exists"}}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Wait()
+	s.Close()
+	traits := make([]byte, 100)
+	for i := range traits {
+		traits[i] = byte(rand.IntN(256)) // sealed traits look random
+	}
+	var key []byte
+	wb := db.NewBatch()
+	for pid := uint32(1); pid <= uint32(n); pid++ {
+		key = traitsKey(key[:0], pid)
+		_ = wb.Set(key, traits, nil)
+		_ = wb.Set(memberKey(key[:0], "all", pid), nil, nil)
+		if pid%2 == 0 {
+			_ = wb.Set(memberKey(key[:0], "half", pid), nil, nil)
+		}
+		if wb.Len() > 4<<20 {
+			if err := wb.Commit(pebble.NoSync); err != nil {
+				b.Fatal(err)
+			}
+			wb = db.NewBatch()
+		}
+	}
+	if err := wb.Commit(pebble.Sync); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Compact([]byte{0}, []byte{0xff}, true); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		db, err := pebble.Open(dir, &pebble.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := New(Config{}, db)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s.known.GetCardinality() != uint64(n) || s.auds["all"].members.GetCardinality() != uint64(n) || s.auds["half"].members.GetCardinality() != uint64(n/2) {
+			b.Fatalf("known %d, all %d, half %d; want %d, %d, %d", s.known.GetCardinality(),
+				s.auds["all"].members.GetCardinality(), s.auds["half"].members.GetCardinality(), n, n, n/2)
+		}
+		b.StopTimer()
+		s.Close()
+		db.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/profile")
 }
