@@ -60,14 +60,7 @@ func (g *Graph) Inactive(before time.Time, fn func(pid uint32, lastSeen time.Tim
 			if p.redirect != 0 {
 				continue
 			}
-			last := p.created // no identifier left: since its creation
-			if len(p.idents) > 0 {
-				last = p.idents[0].last
-				for i := range p.idents[1:] {
-					last = max(last, p.idents[1+i].last)
-				}
-			}
-			if time.Unix(last, 0).Before(before) {
+			if last := lastSeen(p); time.Unix(last, 0).Before(before) {
 				hits = append(hits, hit{p.id, last})
 			}
 		}
@@ -87,4 +80,43 @@ func (g *Graph) Inactive(before time.Time, fn func(pid uint32, lastSeen time.Tim
 			return nil
 		}
 	}
+}
+
+// lastSeen is p's last seen time (unix seconds) as Inactive reports it:
+// the latest of its identifiers', or its creation when it holds none.
+func lastSeen(p *profile) int64 {
+	last := p.created
+	if len(p.idents) > 0 {
+		last = p.idents[0].last
+		for i := range p.idents[1:] {
+			last = max(last, p.idents[1+i].last)
+		}
+	}
+	return last
+}
+
+// maxRedirects bounds the chain LastSeen follows from a merged id to its
+// survivor (each merge of a survivor adds one link).
+const maxRedirects = 64
+
+// LastSeen returns the live profile pid stands for (pid itself, or the
+// survivor it was merged into, following merges of survivors) and that
+// profile's last seen time as Inactive computes it, with the same
+// granularity. live is 0 when pid is unknown or erased. Retention checks
+// with it, just before erasing, that the profiles a sweep listed are
+// still inactive.
+func (g *Graph) LastSeen(pid uint32) (live uint32, last time.Time, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for range maxRedirects {
+		p, err := g.loadProfile(pid)
+		if err != nil || p == nil {
+			return 0, time.Time{}, err
+		}
+		if p.redirect == 0 {
+			return pid, time.Unix(lastSeen(p), 0).UTC(), nil
+		}
+		pid = p.redirect
+	}
+	return 0, time.Time{}, corrupt("redirect chain")
 }

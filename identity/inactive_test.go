@@ -65,3 +65,51 @@ func TestInactiveChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLastSeen: a live profile reports itself and the last seen Inactive
+// reports; a merged id stands for its survivor (with the survivor's time,
+// which the merging event moved); an erased or unknown id is 0.
+func TestLastSeen(t *testing.T) {
+	tg := newTestGraph(t, testConfig())
+	ev := func(msg string, at time.Duration, user, anon string) testEvent {
+		tg.off++
+		return testEvent{msg: msg, ts: testEpoch.Add(at), topic: "events", off: tg.off, user: user, anon: anon}
+	}
+	_, pids := tg.process([]testEvent{ev("1", time.Hour, "", "anon-a"), ev("2", 2*time.Hour, "u1", "anon-b"), ev("3", 3*time.Hour, "", "anon-c")})
+	a, b, c := pids[0], pids[1], pids[2]
+	check := func(pid, wantLive uint32, wantLast time.Time) {
+		t.Helper()
+		live, last, err := tg.g.LastSeen(pid)
+		if err != nil || live != wantLive || !last.Equal(wantLast) {
+			t.Fatalf("LastSeen(%d) = %d, %s, %v; want %d, %s", pid, live, last, err, wantLive, wantLast)
+		}
+	}
+	check(a, a, testEpoch.Add(time.Hour))
+	var fromScan time.Time
+	if err := tg.g.Inactive(testEpoch.Add(10*time.Hour), func(pid uint32, last time.Time) error {
+		if pid == b {
+			fromScan = last
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check(b, b, fromScan)
+	// Three days later u1 shows up on anon-a: a and b merge.
+	tg.process([]testEvent{ev("4", 72*time.Hour, "u1", "anon-a")})
+	v, err := tg.g.Lookup(TypeUserID, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := a
+	if v.ProfileID == a {
+		merged = b
+	}
+	check(merged, v.ProfileID, testEpoch.Add(72*time.Hour))
+	check(v.ProfileID, v.ProfileID, testEpoch.Add(72*time.Hour))
+	if err := tg.g.Erase(t.Context(), []uint32{c}); err != nil {
+		t.Fatal(err)
+	}
+	check(c, 0, time.Time{})
+	check(999_999, 0, time.Time{})
+}

@@ -65,8 +65,15 @@
 // SHA-256-derived UUID of time and profiles). The request then runs like
 // any erasure: deletion notices, every Eraser, each step audited, listed
 // by GET /opendsr/requests. The next sweep waits until it finished (0x39
-// 0x01 names it), so a backlog drains a batch per interval. A profile
-// seen again between the sweep and the request's run is still erased.
+// 0x01 names it), so a backlog drains a batch per interval. Before its
+// first step the request checks its profiles again (when Work.Inactive
+// implements InactiveChecker, as cmd/cdpstream's does): a profile seen
+// since the cutoff of the run is spared, one merged meanwhile is replaced
+// by its survivor if that is inactive too (spared otherwise); the result
+// is persisted with an audit entry (request.rechecked, outcome
+// "ok:N_spared"), listed as spared_profiles and counted in
+// cdp_privacy_retention_spared_total. A profile seen in the milliseconds
+// between that check and the erasure is still erased.
 //
 // # Callbacks, signatures, exports
 //
@@ -192,6 +199,7 @@
 //	cdp_privacy_step_seconds{step}            duration of each successful step
 //	cdp_privacy_callbacks_total{result}       delivered, retried, failed
 //	cdp_privacy_retention_profiles_total      profiles handed to retention erasures
+//	cdp_privacy_retention_spared_total        listed profiles seen again before the erasure ran, left alone
 //	cdp_privacy_audit_entries_total, cdp_privacy_audit_errors_total
 //
 // # Not yet

@@ -36,13 +36,14 @@ type world struct {
 	erased     map[string][]uint32 // eraser name → pids erased
 	notified   []string
 	rectified  []string
-	fail       map[string]int // step → remaining failures
+	merged     map[uint32]uint32 // merged pid → survivor
+	fail       map[string]int    // step → remaining failures
 	crash      map[string]func()
 }
 
 func newWorld() *world {
 	return &world{persons: map[uint32]*person{}, suppressed: map[uint32]bool{}, erased: map[string][]uint32{},
-		fail: map[string]int{}, crash: map[string]func(){}}
+		merged: map[uint32]uint32{}, fail: map[string]int{}, crash: map[string]func(){}}
 }
 
 func (w *world) check(ctx context.Context, step string) error {
@@ -121,11 +122,7 @@ func (w *world) Inactive(ctx context.Context, before time.Time, fn func(uint32) 
 	w.mu.Lock()
 	var pids []uint32
 	for _, p := range w.persons {
-		seen := p.seen
-		if seen.IsZero() {
-			seen = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-		}
-		if seen.Before(before) {
+		if p.lastSeen().Before(before) && w.merged[p.pid] == 0 {
 			pids = append(pids, p.pid)
 		}
 	}
@@ -137,6 +134,41 @@ func (w *world) Inactive(ctx context.Context, before time.Time, fn func(uint32) 
 		}
 	}
 	return nil
+}
+
+// lastSeen is p's last seen time (the test's start when unset).
+func (p *person) lastSeen() time.Time {
+	if p.seen.IsZero() {
+		return time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	return p.seen
+}
+
+// Keep implements InactiveChecker.
+func (w *world) Keep(ctx context.Context, before time.Time, pids []uint32) ([]uint32, int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.check(ctx, "recheck"); err != nil {
+		return nil, 0, err
+	}
+	var keep []uint32
+	spared := 0
+	for _, pid := range pids {
+		canon := pid
+		for w.merged[canon] != 0 {
+			canon = w.merged[canon]
+		}
+		switch p := w.persons[canon]; {
+		case p == nil:
+			keep = append(keep, pid) // gone: erasing again is a no-op
+		case !p.lastSeen().Before(before):
+			spared++
+		default:
+			keep = append(keep, canon)
+		}
+	}
+	slices.Sort(keep)
+	return slices.Compact(keep), spared, nil
 }
 
 func (w *world) NotifyDeletion(ctx context.Context, id string, s Subject) error {

@@ -58,6 +58,25 @@ func TestLifecycle(t *testing.T) {
 				}
 				e.w.persons[p.pid] = p
 				return ""
+			case "seen":
+				// seen pid=N seen=DATE: the person's events arrive again.
+				var pid uint64
+				var day string
+				d.ScanArgs(t, "pid", &pid)
+				d.ScanArgs(t, "seen", &day)
+				e.w.persons[uint32(pid)].seen, _ = time.Parse(time.DateOnly, day)
+				return ""
+			case "merge":
+				// merge pid=N into=M: an event links the two; N is merged
+				// into M and its identifiers move there.
+				var pid, into uint64
+				d.ScanArgs(t, "pid", &pid)
+				d.ScanArgs(t, "into", &into)
+				from, to := e.w.persons[uint32(pid)], e.w.persons[uint32(into)]
+				to.ids = append(to.ids, from.ids...)
+				from.ids = nil
+				e.w.merged[uint32(pid)] = uint32(into)
+				return ""
 			case "submit":
 				body := []byte(d.Input)
 				if body == nil || len(bytes.TrimSpace(body)) == 0 {

@@ -28,6 +28,9 @@ type Summary struct {
 	// Attempts counts failed runs of a request still in progress (it is
 	// retried with backoff; the log names the failing step).
 	Attempts int `json:"attempts,omitempty"`
+	// SparedProfiles counts, for a retention request, the listed
+	// profiles seen again before it ran, which it left alone.
+	SparedProfiles int `json:"spared_profiles,omitempty"`
 }
 
 // ListOptions filter and page a listing.
@@ -149,7 +152,7 @@ func (s *Service) List(o ListOptions) (*Listing, error) {
 
 func summarize(r *record) Summary {
 	s := Summary{ID: r.Req.ID, Type: r.Req.Type, Regulation: r.Req.Regulation, Status: r.Status, ControllerID: r.Controller,
-		ReceivedTime: rfc3339(r.Received), ExpectedTime: rfc3339(r.Expected), Origin: r.Origin, Attempts: r.Attempts}
+		ReceivedTime: rfc3339(r.Received), ExpectedTime: rfc3339(r.Expected), Origin: r.Origin, Attempts: r.Attempts, SparedProfiles: r.Spared}
 	if !r.Finished.IsZero() {
 		s.FinishedTime = rfc3339(r.Finished)
 	}

@@ -13,6 +13,7 @@ type metrics struct {
 	stepErrors *prometheus.CounterVec   // step
 	callbacks  *prometheus.CounterVec   // result
 	retained   prometheus.Counter
+	spared     prometheus.Counter
 	steps      *prometheus.HistogramVec // step
 }
 
@@ -25,6 +26,8 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"step"}),
 		retained: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_privacy_retention_profiles_total",
 			Help: "Inactive profiles handed to retention erasure requests."}),
+		spared: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdp_privacy_retention_spared_total",
+			Help: "Profiles a retention erasure request left alone: seen again between the sweep that listed them and the request's run."}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cdp_privacy_request_seconds",
 			Help:    "Time from submission to completed, by request type (includes any waiting period).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 12)}, []string{"type"}),
@@ -39,7 +42,7 @@ func (m *metrics) register() error {
 	if m.reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.stepErrors, m.callbacks, m.retained, m.steps} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.stepErrors, m.callbacks, m.retained, m.spared, m.steps} {
 		if err := m.reg.Register(c); err != nil {
 			return fmt.Errorf("cannot register privacy metrics: %w", err)
 		}

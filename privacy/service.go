@@ -58,8 +58,13 @@ type record struct {
 	IdentityHashes []string  `json:"identity_hashes"`
 	// Origin is "" for requests submitted over the API and
 	// OriginRetention for retention's own erasures.
-	Origin         string    `json:"origin,omitempty"`
-	Profiles       []uint32  `json:"profiles,omitempty"`
+	Origin   string   `json:"origin,omitempty"`
+	Profiles []uint32 `json:"profiles,omitempty"`
+	// Rechecked: a retention request's profiles were checked again at
+	// its run (InactiveChecker), once, before any step; Spared counts
+	// those seen again and left alone.
+	Rechecked      bool      `json:"rechecked,omitempty"`
+	Spared         int       `json:"spared,omitempty"`
 	Attempts       int       `json:"attempts,omitempty"`
 	LastError      string    `json:"last_error,omitempty"`
 	BaseURL        string    `json:"base_url"`
@@ -693,6 +698,15 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 		}
 	}
 	step("resolve")
+	if rec.Origin == OriginRetention && !rec.Rechecked {
+		if err := s.recheck(ctx, rec); err != nil {
+			return "recheck", err
+		}
+		step("recheck")
+	}
+	if rec.Origin == OriginRetention && len(rec.Profiles) == 0 {
+		return "", nil // every profile was seen again: nothing to erase or notify
+	}
 	subj := Subject{Identities: rec.Req.Identities, Profiles: slices.Clone(rec.Profiles)}
 	switch rec.Req.Type {
 	case TypeErasure, TypeErasureSuppress:
@@ -744,6 +758,30 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 		step("export")
 	}
 	return "", nil
+}
+
+// recheck narrows a retention request's profiles to those still inactive
+// at its run (InactiveChecker) and persists the result with an audit
+// entry, before any step acts on them; it runs once per request, so a run
+// resumed after a crash acts on the same profiles.
+func (s *Service) recheck(ctx context.Context, rec *record) error {
+	keep, spared := rec.Profiles, 0
+	if c, ok := s.work.Inactive.(InactiveChecker); ok {
+		var err error
+		if keep, spared, err = c.Keep(ctx, s.now().Add(-s.cfg.Retention.InactiveAfter), rec.Profiles); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec.Profiles, rec.Rechecked, rec.Spared = keep, true, spared
+	if err := s.audit.commit(func(b *pebble.Batch) error { return s.put(b, rec, rec.Due) }, s.kr, nil,
+		Record{Actor: "processor", Action: "request.rechecked " + rec.Req.Type, Target: "request:" + rec.Req.ID,
+			Outcome: fmt.Sprintf("ok:%d_spared", spared)}); err != nil {
+		return err
+	}
+	s.m.spared.Add(float64(spared))
+	return nil
 }
 
 func newToken() string {

@@ -67,6 +67,20 @@ type InactiveLister interface {
 	Inactive(ctx context.Context, before time.Time, fn func(pid uint32) error) error
 }
 
+// InactiveChecker is optionally implemented by an InactiveLister. A
+// retention request runs after the sweep that listed its profiles; before
+// its first step it asks Keep which of them are to be erased now: a
+// profile seen again since before (the cutoff at the run) is spared; one
+// merged meanwhile into a profile that is itself inactive is replaced by
+// that profile (erasing a merged id alone is refused by the graph, and
+// would leave the person's identifiers in the survivor); one merged into
+// an active profile is spared; one already gone is kept (erasing it again
+// is a no-op). keep is sorted without duplicates; spared counts the
+// listed profiles left alone.
+type InactiveChecker interface {
+	Keep(ctx context.Context, before time.Time, pids []uint32) (keep []uint32, spared int, err error)
+}
+
 // Rectifier corrects a subject's traits or identifiers.
 type Rectifier interface {
 	Rectify(ctx context.Context, s Subject, fix Rectification) error

@@ -522,3 +522,28 @@ func (i inactive) Inactive(ctx context.Context, before time.Time, fn func(uint32
 		return fn(pid)
 	})
 }
+
+// Keep implements privacy.InactiveChecker: each listed profile is looked
+// up again just before its retention erasure runs.
+func (i inactive) Keep(ctx context.Context, before time.Time, pids []uint32) ([]uint32, int, error) {
+	keep := make([]uint32, 0, len(pids))
+	spared := 0
+	for _, pid := range pids {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		live, last, err := i.g.LastSeen(pid)
+		switch {
+		case err != nil:
+			return nil, 0, err
+		case live == 0:
+			keep = append(keep, pid) // gone: erasing it again is a no-op
+		case !last.Before(before):
+			spared++ // seen again (itself or the profile it merged into)
+		default:
+			keep = append(keep, live)
+		}
+	}
+	slices.Sort(keep)
+	return slices.Compact(keep), spared, nil
+}

@@ -90,3 +90,71 @@ http:
 		return strings.Contains(string(list), `"origin": "retention"`)
 	})
 }
+
+// TestRetentionKeep: just before a retention erasure runs, the graph is
+// asked again (inactive.Keep): profiles seen since the cutoff are spared,
+// directly or through the profile they merged into; profiles merged into
+// one that is inactive too are replaced by it.
+func TestRetentionKeep(t *testing.T) {
+	dir := t.TempDir()
+	const token = "dpo-token"
+	p := startPipeApp(t, fmt.Appendf(nil, `
+data_dir: %s
+log: {level: error}
+source: {file: {path: "-"}}
+batch: {max_age: 10ms}
+identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
+sinks: [{name: out, consent: {}, file: {path: %s}}]
+dead_letter: {file: {path: %s}}
+http:
+  addr: "127.0.0.1:0"
+  auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
+`, dir, filepath.Join(dir, "out.ndjson"), filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)), token)
+	now := time.Now().UTC()
+	old := now.Add(-40 * 24 * time.Hour)
+	ev := func(at time.Time, msg, fields string) string {
+		return fmt.Sprintf(`{"type":"identify","messageId":%q,"timestamp":%q,%s}`, msg, at.Format(time.RFC3339), fields)
+	}
+	p.send(ev(old, "1", `"userId":"cust-5"`), ev(old, "2", `"userId":"cust-6"`), ev(old, "3", `"anonymousId":"anon-7"`),
+		ev(old, "4", `"userId":"cust-8"`), ev(old, "5", `"anonymousId":"anon-9"`))
+	pid := func(typ, value string) uint32 {
+		t.Helper()
+		code, v := p.call("GET", "/v1/profiles/lookup?type="+typ+"&value="+value, "")
+		if code != http.StatusOK {
+			t.Fatalf("lookup %s %s: %d %v", typ, value, code, v)
+		}
+		return uint32(v["profile_id"].(float64))
+	}
+	p5, p6, p7, p8, p9 := pid("user_id", "cust-5"), pid("user_id", "cust-6"), pid("anonymous_id", "anon-7"), pid("user_id", "cust-8"), pid("anonymous_id", "anon-9")
+	before := now.Add(-30 * 24 * time.Hour)
+	keep := func(pids ...uint32) string {
+		t.Helper()
+		k, spared, err := inactive{p.a.graph}.Keep(t.Context(), before, pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(k, " spared ", spared)
+	}
+	if got, want := keep(p5, p6, p7, p8, p9), fmt.Sprint([]uint32{p5, p6, p7, p8, p9}, " spared 0"); got != want {
+		t.Fatalf("all inactive: %s, want %s", got, want)
+	}
+	// cust-5 comes back; cust-6 comes back on anon-7 (merged, active);
+	// cust-8 turns out to be anon-9, in an old event (merged, inactive).
+	p.send(ev(now, "6", `"userId":"cust-5"`), ev(now, "7", `"userId":"cust-6","anonymousId":"anon-7"`),
+		ev(old.Add(time.Hour), "8", `"userId":"cust-8","anonymousId":"anon-9"`))
+	survivor := pid("anonymous_id", "anon-9")
+	if survivor != pid("user_id", "cust-8") || (survivor != p8 && survivor != p9) {
+		t.Fatalf("cust-8 and anon-9 did not merge: %d", survivor)
+	}
+	if got, want := keep(p5, p6, p7, p8, p9), fmt.Sprint([]uint32{survivor}, " spared 3"); got != want {
+		t.Fatalf("after the new events: %s, want %s", got, want)
+	}
+	// Erased: kept (erasing again is a no-op).
+	if err := p.a.graph.Erase(t.Context(), []uint32{survivor}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := keep(p8, p9), fmt.Sprint([]uint32{p8, p9}, " spared 0"); got != want {
+		t.Fatalf("after erasing the survivor: %s, want %s", got, want)
+	}
+}
