@@ -94,12 +94,13 @@ type Record struct {
 	Key   []byte
 	Value []byte
 	// Subject is the profile whose data the record adds downstream (an
-	// audience entry, a consent change), or 0 for a record that must
-	// always be delivered (an exit, a deletion notice). A sink's filter
-	// that implements RecordFilter may withhold a record by its Subject:
-	// the erased-profile filter withholds those of profiles erased while
-	// the record was on its way, so no sink re-learns about a person after
-	// their deletion notice.
+	// audience entry, a consent grant), or 0 for a record that must
+	// always be delivered (an exit, a denial, a deletion notice). A sink's
+	// filter that implements RecordFilter may withhold a record by its
+	// Subject: the erased-profile filter withholds those of profiles
+	// erased while the record was on its way, so no sink re-learns about
+	// a person from a record that was in flight when the erasure
+	// committed.
 	Subject uint32
 }
 

@@ -216,7 +216,7 @@
 //     survivor and what was merged into it) to an in-memory set that
 //     ErasedFilter, the filter cmd/cdpstream puts on every sink, drops
 //     them by (reason "erased"; Erased(pid) asks the set), with the
-//     change records about them (engine.Record.Subject: consent changes,
+//     change records about them (engine.Record.Subject: consent grants,
 //     audience entries) attached to those batches. It is not
 //     persisted: after a restart the uncommitted batches are resolved
 //     again, and no erased id comes back.

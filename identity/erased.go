@@ -64,10 +64,11 @@ func (g *Graph) Erased(pid uint32) bool {
 // request's erasers, so every batch a sink filters after it returned
 // carries none of the person's rows, whether or not the sink has a
 // consent policy. It also withholds the change records attached to those
-// batches whose subject is an erased profile (consent changes, audience
+// batches whose subject is an erased profile (consent grants, audience
 // entries; engine.Record.Subject), so a downstream tool does not re-learn
 // about the person from a record that was in flight when the erasure
-// committed; exits and deletion notices have no subject and pass. (The
+// committed; exits, denials and deletion notices have no subject and
+// pass. (The
 // deletion notice itself goes out just before the erasure, while the
 // identifiers can still be read: what sinks filter in those milliseconds
 // still passes.) Not covered: a batch the sink had already filtered (being

@@ -810,8 +810,11 @@ func (r *annRing) find(b *engine.Batch) *annotation {
 
 // consentRecord encodes one consent change as a control record:
 // {"type":"consent","profile_id":7,"purpose":"analytics","status":"denied",
-// "time":"...","source":"segment"}, keyed by the profile id, whose
-// subject it is (a sink withholds it once the profile is erased).
+// "time":"...","source":"segment"}, keyed by the profile id. A grant's
+// subject is the profile (a sink withholds it once the profile is
+// erased); a denial has none, so it always goes: it only restricts, and a
+// sink that tracks consent without deletion notices must not keep a
+// stale grant.
 func consentRecord(pid uint32, purpose string, d Decision) engine.Record {
 	v, _ := json.Marshal(struct {
 		Type      string    `json:"type"`
@@ -821,5 +824,9 @@ func consentRecord(pid uint32, purpose string, d Decision) engine.Record {
 		Time      time.Time `json:"time"`
 		Source    string    `json:"source"`
 	}{"consent", pid, purpose, d.Status.String(), time.UnixMicro(d.Time).UTC(), d.Source.String()})
-	return engine.Record{Type: "consent", Key: strconv.AppendUint(nil, uint64(pid), 10), Value: v, Subject: pid}
+	r := engine.Record{Type: "consent", Key: strconv.AppendUint(nil, uint64(pid), 10), Value: v}
+	if d.Status == Granted {
+		r.Subject = pid
+	}
+	return r
 }

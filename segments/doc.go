@@ -134,10 +134,13 @@
 //   - PUT /v1/profiles/{id}/consent answers 410 Gone.
 //
 // The set is not persisted: after a restart the batches not committed are
-// resolved again by identity, which resolves nothing to an erased id. The
-// consent-change records Process attached to a batch before the erasure
-// still travel with it (records are not rows: policies do not filter
-// them); those the API made and no batch took yet are dropped by Erase.
+// resolved again by identity, which resolves nothing to an erased id. A
+// grant's consent-change record that Process attached to a batch before
+// the erasure names the profile as its subject (engine.Record.Subject),
+// so the graph's erased-profile filter withholds it from a sink that
+// filters the batch after the erasure committed; a denial has no subject
+// and always goes (it only restricts). Those the API made and no batch
+// took yet are dropped by Erase.
 //
 // Not reached by Erase: Pebble recycles obsolete WAL files, and a
 // recycled log is overwritten from its start, so its tail can keep

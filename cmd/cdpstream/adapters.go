@@ -369,9 +369,9 @@ func (n deletionNotifier) NotifyDeletion(ctx context.Context, requestID string, 
 // sink's filter is the graph's ErasedFilter (around its consent policy, if
 // any): a batch a sink filters after identity's Erase returned carries
 // none of those rows (reason "erased"), with or without a consent block or
-// a purpose catalogue. Left: a batch a sink had already filtered, the
-// change records (consent, audience) attached to a batch before the
-// stages learned of the erasure, and replays after a crash (see
+// a purpose catalogue, nor its change records that add data about them
+// (grants, audience entries; engine.Record.Subject). Left: a batch a sink
+// had already filtered, and replays after a crash (see
 // identity.Graph.ErasedFilter).
 type identityEraser struct{ g *identity.Graph }
 
