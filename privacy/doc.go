@@ -65,15 +65,18 @@
 // SHA-256-derived UUID of time and profiles). The request then runs like
 // any erasure: deletion notices, every Eraser, each step audited, listed
 // by GET /opendsr/requests. The next sweep waits until it finished (0x39
-// 0x01 names it), so a backlog drains a batch per interval. Before its
-// first step the request checks its profiles again (when Work.Inactive
-// implements InactiveChecker, as cmd/cdpstream's does): a profile seen
-// since the cutoff of the run is spared, one merged meanwhile is replaced
-// by its survivor if that is inactive too (spared otherwise); the result
-// is persisted with an audit entry (request.rechecked, outcome
-// "ok:N_spared"), listed as spared_profiles and counted in
-// cdp_privacy_retention_spared_total. A profile seen in the milliseconds
-// between that check and the erasure is still erased.
+// 0x01 names it), so a backlog drains a batch per interval. At every
+// attempt, before its first step, the request checks its profiles again
+// (when Work.Inactive implements InactiveChecker, as cmd/cdpstream's
+// does): a profile seen since the cutoff of that attempt is spared, one
+// merged meanwhile is replaced by its survivor if that is inactive too
+// (spared otherwise), one already erased stays (the remaining erasers
+// still get it). A change is persisted with an audit entry
+// (request.rechecked, outcome "ok:N_spared"), listed as spared_profiles
+// and counted in cdp_privacy_retention_spared_total. A profile seen in the
+// milliseconds between the check and the erasure (the deletion notices go
+// out in between) is still erased; one spared at a retry after a failed
+// step may have had its deletion notice already.
 //
 // # Callbacks, signatures, exports
 //

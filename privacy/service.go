@@ -60,10 +60,8 @@ type record struct {
 	// OriginRetention for retention's own erasures.
 	Origin   string   `json:"origin,omitempty"`
 	Profiles []uint32 `json:"profiles,omitempty"`
-	// Rechecked: a retention request's profiles were checked again at
-	// its run (InactiveChecker), once, before any step; Spared counts
-	// those seen again and left alone.
-	Rechecked      bool      `json:"rechecked,omitempty"`
+	// Spared counts the profiles a retention request left alone: seen
+	// again before it erased them (InactiveChecker).
 	Spared         int       `json:"spared,omitempty"`
 	Attempts       int       `json:"attempts,omitempty"`
 	LastError      string    `json:"last_error,omitempty"`
@@ -698,7 +696,7 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 		}
 	}
 	step("resolve")
-	if rec.Origin == OriginRetention && !rec.Rechecked {
+	if rec.Origin == OriginRetention {
 		if err := s.recheck(ctx, rec); err != nil {
 			return "recheck", err
 		}
@@ -760,26 +758,36 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 	return "", nil
 }
 
-// recheck narrows a retention request's profiles to those still inactive
-// at its run (InactiveChecker) and persists the result with an audit
-// entry, before any step acts on them; it runs once per request, so a run
-// resumed after a crash acts on the same profiles.
+// recheck narrows a retention request's profiles to those to erase now
+// (InactiveChecker), at every attempt, before any step acts on them: a
+// step that failed may be retried minutes later, or after a restart, and
+// a listed profile may have been seen, or merged into another, meanwhile
+// (erasing a merged id alone is refused by the graph; Keep replaces it by
+// its survivor or spares it). Profiles already erased stay listed, so the
+// remaining erasers still get them. A change is persisted with an audit
+// entry; rec changes only once it is.
 func (s *Service) recheck(ctx context.Context, rec *record) error {
-	keep, spared := rec.Profiles, 0
-	if c, ok := s.work.Inactive.(InactiveChecker); ok {
-		var err error
-		if keep, spared, err = c.Keep(ctx, s.now().Add(-s.cfg.Retention.InactiveAfter), rec.Profiles); err != nil {
-			return err
-		}
+	c, ok := s.work.Inactive.(InactiveChecker)
+	if !ok {
+		return nil
+	}
+	keep, spared, err := c.Keep(ctx, s.now().Add(-s.cfg.Retention.InactiveAfter), rec.Profiles)
+	if err != nil {
+		return err
+	}
+	if spared == 0 && slices.Equal(keep, rec.Profiles) {
+		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec.Profiles, rec.Rechecked, rec.Spared = keep, true, spared
-	if err := s.audit.commit(func(b *pebble.Batch) error { return s.put(b, rec, rec.Due) }, s.kr, nil,
+	next := *rec
+	next.Profiles, next.Spared = keep, rec.Spared+spared
+	if err := s.audit.commit(func(b *pebble.Batch) error { return s.put(b, &next, rec.Due) }, s.kr, nil,
 		Record{Actor: "processor", Action: "request.rechecked " + rec.Req.Type, Target: "request:" + rec.Req.ID,
 			Outcome: fmt.Sprintf("ok:%d_spared", spared)}); err != nil {
 		return err
 	}
+	*rec = next
 	s.m.spared.Add(float64(spared))
 	return nil
 }
