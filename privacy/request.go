@@ -60,6 +60,21 @@ type Rectification struct {
 	Identifiers []IdentifierFix `json:"identifiers,omitempty"`
 }
 
+// UnmarshalJSON decodes the numbers in Traits as json.Number, so a trait
+// such as an account number keeps every digit (a float64 rounds past
+// 2^53); the audience store writes them back as they came.
+func (r *Rectification) UnmarshalJSON(b []byte) error {
+	type plain Rectification
+	var p plain
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&p); err != nil {
+		return err
+	}
+	*r = Rectification(p)
+	return nil
+}
+
 // IdentifierFix replaces the identifier Type=Old by Type=New.
 type IdentifierFix struct {
 	Type string `json:"type"`

@@ -21,7 +21,8 @@ const privacyUsage = `Usage:
         -sha256: the values are hex SHA-256 digests of the normalised identities, not raw;
         prints the request's receipt
       rectification adds, repeatable, at least one of:
-        -fix TYPE:OLD=NEW      replace the identifier TYPE=OLD by TYPE=NEW
+        -fix TYPE:OLD=NEW      replace the identifier TYPE=OLD by TYPE=NEW (values holding '='
+                               go in a request body POSTed to /opendsr/requests)
         -trait KEY=VALUE       set a trait (VALUE as JSON when it parses: 42, true, {"a":1};
                                otherwise as a string)
         -unset-trait KEY       remove a trait
@@ -147,6 +148,10 @@ func rectificationFlags(fixes, traits, unset []string) (map[string]any, error) {
 		if !ok || !ok2 || typ == "" || old == "" || neu == "" {
 			return nil, fmt.Errorf("-fix %q: want TYPE:OLD=NEW", f)
 		}
+		if strings.Contains(neu, "=") {
+			// a=b=c could be a=b → c or a → b=c: refuse to guess.
+			return nil, fmt.Errorf("-fix %q: more than one '='; for values holding '=' POST the request body to /opendsr/requests", f)
+		}
 		ids = append(ids, map[string]string{"type": typ, "old": old, "new": neu})
 	}
 	if ids != nil {
@@ -159,8 +164,12 @@ func rectificationFlags(fixes, traits, unset []string) (map[string]any, error) {
 			return nil, fmt.Errorf("-trait %q: want KEY=VALUE", kv)
 		}
 		var val any = v
-		if err := json.Unmarshal([]byte(v), &val); err != nil || val == nil {
-			val = v // not JSON (or JSON null, which -unset-trait says): a string
+		if json.Valid([]byte(v)) {
+			dec := json.NewDecoder(strings.NewReader(v))
+			dec.UseNumber() // 12345678901234567890 keeps every digit
+			if err := dec.Decode(&val); err != nil || val == nil {
+				val = v // JSON null (which -unset-trait says): a string
+			}
 		}
 		if _, dup := set[k]; dup {
 			return nil, fmt.Errorf("-trait %q: %s is given twice", kv, k)
@@ -171,7 +180,7 @@ func rectificationFlags(fixes, traits, unset []string) (map[string]any, error) {
 		if k == "" {
 			return nil, errors.New("-unset-trait needs a KEY")
 		}
-		if _, dup := set[k]; dup {
+		if v, dup := set[k]; dup && v != nil {
 			return nil, fmt.Errorf("-unset-trait %s: the trait is also set by -trait", k)
 		}
 		set[k] = nil

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -23,6 +26,10 @@ func TestRectificationFlags(t *testing.T) {
 			want: `{"traits":{"empty":"","note":"null","plan":"pro","tags":["a"],"vip":true,"visits":3}}`},
 		{name: "unset", drop: []string{"name"}, want: `{"traits":{"name":null}}`},
 		{name: "value with equals", traits: []string{"expr=a=b"}, want: `{"traits":{"expr":"a=b"}}`},
+		{name: "big number keeps its digits", traits: []string{"account=12345678901234567890", "pair=3 4"},
+			want: `{"traits":{"account":12345678901234567890,"pair":"3 4"}}`},
+		{name: "unset twice", drop: []string{"name", "name"}, want: `{"traits":{"name":null}}`},
+		{name: "fix with two equals", fixes: []string{"custom:a=b=c"}, err: "more than one '='"},
 		{name: "fix without type", fixes: []string{"a@x.com=b@x.com"}, err: `-fix "a@x.com=b@x.com"`},
 		{name: "fix without new", fixes: []string{"email:a@x.com="}, err: `-fix "email:a@x.com="`},
 		{name: "trait without =", traits: []string{"plan"}, err: `-trait "plan"`},
@@ -67,5 +74,44 @@ func TestPrivacySubmitUsage(t *testing.T) {
 		if code := cli(args, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 naming %q", tc.args, code, errb.String(), tc.want)
 		}
+	}
+}
+
+// TestPrivacySubmitBody: the request the command sends over a real socket
+// (a stand-in for the API that records it): -sha256 marks every identity
+// hashed, and a rectification's flags become the cdpstream extension.
+func TestPrivacySubmitBody(t *testing.T) {
+	var got map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPost || r.URL.Path != "/opendsr/requests" || r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusBadRequest)
+			return
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"subject_request_id":"x"}`)
+	}))
+	defer srv.Close()
+	const sum = "a3c6f1e0d9b8a7c6f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09f8e"
+	var out, errb bytes.Buffer
+	if code := cli([]string{"privacy", "submit", "-addr", srv.URL, "-token", "tok", "-type", "rectification", "-sha256",
+		"-identity", "email:" + sum, "-id", "9b2a7c1e-3d4f-4a5b-8c6d-7e8f9a0b1c2d",
+		"-fix", "email:a@exmaple.com=a@example.com", "-trait", "plan=pro", "-unset-trait", "name"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out.String(), errb.String())
+	}
+	ids, _ := json.Marshal(got["subject_identities"])
+	ext, _ := json.Marshal(got["extensions"])
+	if want := `[{"identity_format":"sha256","identity_type":"email","identity_value":"` + sum + `"}]`; string(ids) != want {
+		t.Errorf("subject_identities %s, want %s", ids, want)
+	}
+	if want := `{"cdpstream":{"rectification":{"identifiers":[{"new":"a@example.com","old":"a@exmaple.com","type":"email"}],"traits":{"name":null,"plan":"pro"}}}}`; string(ext) != want {
+		t.Errorf("extensions %s, want %s", ext, want)
+	}
+	if got["subject_request_type"] != "rectification" || got["subject_request_id"] != "9b2a7c1e-3d4f-4a5b-8c6d-7e8f9a0b1c2d" || got["api_version"] != "2.0" {
+		t.Errorf("body %v", got)
 	}
 }
