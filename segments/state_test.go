@@ -483,6 +483,33 @@ func TestLoad(t *testing.T) {
 		}
 	}
 	check("after load")
+	// Loaded profiles share slabs: growing one (a new purpose) or
+	// deleting one must leave its neighbours' decisions alone (on a second
+	// load of the same store, so c stays as loaded).
+	c2, err := New(testConfig(), db, nil, WithClock(func() time.Time { return clock }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b uint32
+	for pid := uint32(1); a == 0; pid++ {
+		if p := c2.profiles.get(pid); p != nil && c2.profiles.get(pid+1) != nil && p.set != ^uint64(0) {
+			a, b = pid, pid+1
+		}
+	}
+	pa, pb := c2.profiles.get(a), c2.profiles.get(b)
+	beforeA, beforeB := slices.Clone(pa.d), slices.Clone(pb.d)
+	free := tz(^pa.set)
+	pa.put(free, Decision{Status: Denied, Source: 1, Time: nowUs})
+	if d, _ := pa.get(free); d.Status != Denied || len(pa.d) != len(beforeA)+1 {
+		t.Fatalf("profile %d after a new purpose: %+v", a, pa.d)
+	}
+	if !slices.Equal(pb.d, beforeB) {
+		t.Fatalf("growing profile %d changed its neighbour %d: %+v, was %+v", a, b, pb.d, beforeB)
+	}
+	c2.profiles.del(a)
+	if !slices.Equal(pb.d, beforeB) {
+		t.Fatalf("deleting profile %d changed its neighbour %d: %+v, was %+v", a, b, pb.d, beforeB)
+	}
 	if len(c.exp) != expiring || expiring == 0 {
 		t.Fatalf("%d expiries scheduled, want %d", len(c.exp), expiring)
 	}
