@@ -114,7 +114,14 @@
 // the synced commits around it.
 //
 // NewKeyring records the check value in an empty store and refuses another
-// master key (ErrMasterKeyMismatch). A sealed value is nonce (96 random
+// master key (ErrMasterKeyMismatch). RotateMasterKey (keyring_rotate.go,
+// `cdpstream keys rotate`) moves a stopped store to a new master key: it
+// re-wraps every data key a synced chunk at a time (the data sealed under
+// them is untouched), recording its progress under 0x03 0x03 so that an
+// interrupted rotation resumes (NewKeyring refuses the store meanwhile,
+// ErrRotationInProgress), then switches the check value and compacts the
+// keyring's range, so no key wrapped under the old master key stays in
+// the store's files. A sealed value is nonce (96 random
 // bits, fresh per Seal) | ciphertext | tag, authenticated with aad = pid
 // (4 BE) | the caller's aad (its purpose, and what else the value must stay
 // bound to): it opens only for its profile and purpose (ErrDecrypt

@@ -5,7 +5,6 @@ import (
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -28,6 +27,7 @@ import (
 //	                         aad "cdpstream profile key v1" | pid (4 BE)) (48)
 //	0x03 0x02 | id (16)    → v1 | nonce (12) | AES-256-GCM(master key, data key (32),
 //	                         aad "cdpstream id key v1" | id (16)) (48)   (keyring_ids.go)
+//	0x03 0x03            → only during a master-key rotation (keyring_rotate.go)
 const PrefixKeyring byte = 0x03
 
 const (
@@ -243,13 +243,9 @@ func NewKeyring(cfg EncryptionConfig, db *pebble.DB, opts ...KeyringOption) (*Ke
 	}
 	master, _ := cfg.key()
 	defer clear(master)
-	block, err := aes.NewCipher(master)
+	wrap, err := masterAEAD(master)
 	if err != nil {
-		return nil, fmt.Errorf("cannot set up the master key: %w", err)
-	}
-	wrap, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("cannot set up the master key: %w", err)
+		return nil, err
 	}
 	k := &Keyring{db: db, wrap: wrap, rand: rand.Reader, half: (cfg.CacheEntries + 1) / 2,
 		cur: map[uint32]*dataKey{}, pending: map[uint32]*dataKey{}, staged: map[*pebble.Batch]*stagedKeys{},
@@ -260,9 +256,13 @@ func NewKeyring(cfg EncryptionConfig, db *pebble.DB, opts ...KeyringOption) (*Ke
 	if err := k.registerMetrics(); err != nil {
 		return nil, err
 	}
-	m := hmac.New(sha256.New, master)
-	m.Write([]byte(keyringCheckText))
-	want := append([]byte{keyringV1}, m.Sum(nil)[:16]...)
+	switch rot, err := getCopy(db, []byte{PrefixKeyring, keyringRotation}); {
+	case err != nil:
+		return nil, fmt.Errorf("cannot read the rotation state: %w", err)
+	case rot != nil:
+		return nil, ErrRotationInProgress
+	}
+	want := checkValue(master)
 	ck := []byte{PrefixKeyring, keyringCheck}
 	v, closer, err := db.Get(ck)
 	switch {

@@ -29,10 +29,12 @@ Usage:
                                      look up, correct or un-merge profiles over the HTTP API
   cdpstream audience list|create|size|members|query [flags]
                                      define and query audiences over the HTTP API
-  cdpstream privacy submit|status|cancel [flags]
+  cdpstream privacy submit|status|list|cancel [flags]
                                      data subject requests over the HTTP API
   cdpstream audit verify|list -config FILE
                                      check the hash-chained audit trail
+  cdpstream keys rotate -config FILE [-new-key-env NAME]
+                                     re-wrap the store's data keys under a new master key (stopped instance)
   cdpstream version                  print the version
 
 Run 'cdpstream <command> -h' for the flags of a command.
@@ -67,6 +69,8 @@ func cli(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdPrivacy(ctx, args[1:], stdout, stderr)
 	case "audit":
 		err = cmdAudit(ctx, args[1:], stdout, stderr)
+	case "keys":
+		err = cmdKeys(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

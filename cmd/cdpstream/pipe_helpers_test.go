@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -22,6 +23,7 @@ type pipeApp struct {
 	pw    *io.PipeWriter
 	base  string
 	token string
+	stop  func() // graceful, once; also at the test's end
 }
 
 // startPipeApp builds the instance of cfgYAML (whose source must be
@@ -42,12 +44,13 @@ func startPipeApp(t *testing.T, cfgYAML []byte, token string) *pipeApp {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.run(t.Context()) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		pw.Close()
 		<-done
 		a.close()
 	})
-	return &pipeApp{t: t, a: a, pw: pw, base: "http://" + a.srv.Addr(), token: token}
+	t.Cleanup(stop)
+	return &pipeApp{t: t, a: a, pw: pw, base: "http://" + a.srv.Addr(), token: token, stop: stop}
 }
 
 // send writes events and waits until they are processed and committed.
