@@ -126,10 +126,11 @@ func (g *Graph) loadSuppression() error {
 // skipped, and so are refs of an unknown type or invalid for their type.
 // All hashes of one call form one suppression group, which
 // UnsuppressIdentities lifts as a whole (by any identifier of the group,
-// even after the profiles are erased). A hash already suppressed stays in
-// its group; when some are, the call joins the lowest such group instead of
-// starting one, so suppressing a person twice is a no-op (Suppress is
-// idempotent). The change is one synced batch of OpSuppress ops. It
+// even after the profiles are erased). When some hashes are suppressed
+// already, the call joins the lowest of their groups instead of starting
+// one, and merges the other groups it touches into it, so suppressing a
+// person twice is a no-op (Suppress is idempotent) and suppressing two
+// people found to be one makes one group. The change is one synced batch of OpSuppress ops. It
 // returns the group (0 when there was nothing to suppress).
 func (g *Graph) Suppress(ctx context.Context, pids []uint32, refs ...Ref) (uint64, error) {
 	if err := ctx.Err(); err != nil {
@@ -153,7 +154,7 @@ func (g *Graph) Suppress(ctx context.Context, pids []uint32, refs ...Ref) (uint6
 	}
 	slices.Sort(live)
 	live = slices.Compact(live)
-	group := uint64(0)
+	var touched []uint64 // groups already holding one of the hashes
 	var h hash
 	var given [][hashLen]byte
 	for _, r := range refs {
@@ -164,8 +165,8 @@ func (g *Graph) Suppress(ctx context.Context, pids []uint32, refs ...Ref) (uint6
 			return 0, err
 		}
 		given = append(given, h)
-		if gr := g.supp[h]; gr != 0 && (group == 0 || gr < group) {
-			group = gr
+		if gr := g.supp[h]; gr != 0 {
+			touched = append(touched, gr)
 		}
 	}
 	if len(live) == 0 && len(given) == 0 {
@@ -181,16 +182,31 @@ func (g *Graph) Suppress(ctx context.Context, pids []uint32, refs ...Ref) (uint6
 		}
 		for i := range p.idents {
 			h = p.idents[i].h // values may be sealed; hashes are kept in plain
-			if gr := g.supp[h]; gr != 0 && (group == 0 || gr < group) {
-				group = gr
+			if gr := g.supp[h]; gr != 0 {
+				touched = append(touched, gr)
 			}
 		}
 	}
-	if group == 0 {
-		group = g.nextGroup
-	}
+	slices.Sort(touched)
+	touched = slices.Compact(touched)
+	group := g.nextGroup
 	now := g.now().UnixMicro()
-	ops := make([]Op, 0, len(live)+1)
+	ops := make([]Op, 0, len(touched)+len(live)+1)
+	if len(touched) > 0 {
+		// The call joins the lowest group it touches; the other groups it
+		// touches are merged into that one (lifted and their hashes
+		// suppressed again in it, in the same batch), so the person is
+		// one group and unsuppress by any of their identifiers lifts all.
+		group = touched[0]
+		for _, gr := range touched[1:] {
+			members, err := g.groupMembers(gr)
+			if err != nil {
+				return 0, err
+			}
+			ops = append(ops, Op{Kind: OpUnsuppress, Time: now, Group: gr})
+			given = append(given, members...)
+		}
+	}
 	for _, id := range live {
 		ops = append(ops, Op{Kind: OpSuppress, Time: now, Profile: id, Group: group})
 	}
@@ -201,6 +217,27 @@ func (g *Graph) Suppress(ctx context.Context, pids []uint32, refs ...Ref) (uint6
 		return 0, err
 	}
 	return group, nil
+}
+
+// groupMembers reads the committed members of suppression group id.
+func (g *Graph) groupMembers(id uint64) ([][hashLen]byte, error) {
+	v, closer, err := g.db.Get(groupKey(nil, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read suppression group: %w", err)
+	}
+	defer closer.Close()
+	m, err := decodeGroup(v)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][hashLen]byte, len(m))
+	for i := range m {
+		out[i] = m[i]
+	}
+	return out, nil
 }
 
 // UnsuppressIdentities lifts every suppression group holding one of the

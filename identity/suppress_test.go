@@ -209,6 +209,48 @@ func TestSuppressByHashAndReplace(t *testing.T) {
 	}
 }
 
+// TestSuppressMergesGroups: two people suppressed apart (two groups), then
+// found to be one person by a later suppression naming identifiers of
+// both: their groups become one, so unsuppress by any one identifier
+// lifts all of them.
+func TestSuppressMergesGroups(t *testing.T) {
+	tg := newTestGraph(t, testConfig())
+	tg.process([]testEvent{
+		{msg: "m1", ts: testEpoch, topic: "events", off: 1, user: "u-1", ids: [][2]string{{TypeEmail, "one@example.com"}}},
+		{msg: "m2", ts: testEpoch, topic: "events", off: 2, user: "u-2", ids: [][2]string{{TypeEmail, "two@example.com"}}},
+	})
+	g1, err := tg.g.Suppress(t.Context(), []uint32{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2, err := tg.g.Suppress(t.Context(), []uint32{2})
+	if err != nil || g1 == g2 {
+		t.Fatalf("groups %d and %d (%v): want two", g1, g2, err)
+	}
+	// A request naming both emails and a phone seen nowhere yet.
+	g3, err := tg.g.Suppress(t.Context(), nil, Ref{Type: TypeEmail, Value: "two@example.com"},
+		Ref{Type: TypeEmail, Value: "one@example.com"}, Ref{Type: TypePhone, Value: "+14155550123"})
+	if err != nil || g3 != min(g1, g2) {
+		t.Fatalf("third suppression: group %d, %v; want the lower group %d", g3, err, min(g1, g2))
+	}
+	if d := tg.dump(); strings.Contains(d, "CHECK FAILED") || !strings.Contains(d, fmt.Sprintf("suppression group %d: 5 hashes", g3)) ||
+		strings.Contains(d, fmt.Sprintf("suppression group %d:", max(g1, g2))) {
+		t.Fatalf("want one group of 5 hashes (2 user ids, 2 emails, the phone):\n%s", d)
+	}
+	if err := tg.g.UnsuppressIdentities(t.Context(), []Ref{{Type: TypeUserID, Value: "u-2"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Ref{{Type: TypeUserID, Value: "u-1"}, {Type: TypeEmail, Value: "one@example.com"}, {Type: TypePhone, Value: "+14155550123"}} {
+		if ok, err := tg.g.Suppressed(r); err != nil || ok {
+			t.Errorf("%s %s still suppressed (%v) after unsuppress by u-2", r.Type, r.Value, err)
+		}
+	}
+	tg.restart()
+	if err := tg.g.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // buildBatchMem is buildBatch with the record's memory from mem.
 func buildBatchMem(t testing.TB, mem memory.Allocator, evs []testEvent) *engine.Batch {
 	t.Helper()
