@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdpstream/cdpstream/engine"
+	"github.com/cdpstream/cdpstream/internal/promtest"
 )
 
 // sliceSource hands out pre-built batches, then io.EOF, or blocks until ctx
@@ -617,36 +618,8 @@ func TestRunnerRecordFilter(t *testing.T) {
 		t.Errorf("events written %d and %d, want 3 each", len(filtered.ids), len(plain.ids))
 	}
 	for _, typ := range []string{"audience", "consent"} {
-		if got := mustCounterLabels(t, reg, "cdp_engine_records_dropped_total", map[string]string{"sink": "filtered", "type": typ, "reason": "gone"}); got != 1 {
+		if got := promtest.Counter(t, reg, "cdp_engine_records_dropped_total", map[string]string{"sink": "filtered", "type": typ, "reason": "gone"}); got != 1 {
 			t.Errorf("records_dropped{sink=filtered,type=%s,reason=gone} = %v, want 1", typ, got)
 		}
 	}
-}
-
-// mustCounterLabels finds the counter of family name with exactly labels.
-func mustCounterLabels(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.Metric {
-			if len(m.Label) != len(labels) {
-				continue
-			}
-			for _, l := range m.Label {
-				if labels[l.GetName()] != l.GetValue() {
-					continue metrics
-				}
-			}
-			return m.Counter.GetValue()
-		}
-	}
-	t.Fatalf("no series %s%v", name, labels)
-	return 0
 }

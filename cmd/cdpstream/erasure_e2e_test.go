@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/internal/disktest"
+	"github.com/cdpstream/cdpstream/internal/promtest"
 )
 
 // TestErasureEndToEnd: a person with three devices, two emails and a user
@@ -403,7 +403,7 @@ http:
 		{"cdp_engine_dropped_total", map[string]string{"sink": "out", "reason": "suppressed"}},
 		{"cdp_engine_dropped_total", map[string]string{"sink": "raw", "reason": "suppressed"}},
 	} {
-		if v := counterValue(t, a.reg, m.name, m.labels); v != 1 {
+		if v := promtest.Counter(t, a.reg, m.name, m.labels); v != 1 {
 			t.Errorf("%s%v = %v, want 1", m.name, m.labels, v)
 		}
 	}
@@ -418,32 +418,4 @@ http:
 		t.Errorf("raw holds %s, want 1,2,3,4,6,5", got)
 	}
 	stop()
-}
-
-// counterValue returns the value of the counter name with exactly labels
-// in reg, 0 if there is none.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue next
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }
