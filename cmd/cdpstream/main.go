@@ -29,6 +29,8 @@ Usage:
                                      look up, correct or un-merge profiles over the HTTP API
   cdpstream audience list|create|size|members|query [flags]
                                      define and query audiences over the HTTP API
+  cdpstream consent show|set|explain [flags]
+                                     read, record and explain consent over the HTTP API
   cdpstream privacy submit|status|list|cancel [flags]
                                      data subject requests over the HTTP API
   cdpstream audit verify|list -config FILE
@@ -69,6 +71,8 @@ func cli(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdPrivacy(ctx, args[1:], stdout, stderr)
 	case "audit":
 		err = cmdAudit(ctx, args[1:], stdout, stderr)
+	case "consent":
+		err = cmdConsent(ctx, args[1:], stdout, stderr)
 	case "keys":
 		err = cmdKeys(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
