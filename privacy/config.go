@@ -62,7 +62,7 @@ type Config struct {
 type RetentionConfig struct {
 	// InactiveAfter is how long a profile may go unseen; 0 (default) turns
 	// retention off. "Seen" is the newest last-seen time of its
-	// identifiers, which the identity graph keeps to identity.touch_interval.
+	// identifiers, which the identity graph keeps to identity.seen_granularity.
 	InactiveAfter time.Duration `yaml:"inactive_after"`
 	// Interval between sweeps. Default 1h.
 	Interval time.Duration `yaml:"interval"`

@@ -23,6 +23,10 @@ func cmdAudit(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprint(stderr, auditUsage)
 		return usageError{errors.New("missing subcommand")}
 	}
+	if isHelp(args[0]) {
+		fmt.Fprint(stderr, auditUsage)
+		return flag.ErrHelp
+	}
 	sub := args[0]
 	fs := flag.NewFlagSet("audit "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)

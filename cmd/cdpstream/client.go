@@ -40,10 +40,24 @@ func newAPICommand(group, usage string, args []string, stderr io.Writer) (*apiCo
 		fmt.Fprint(stderr, usage)
 		return nil, usageError{errors.New("missing subcommand")}
 	}
+	if isHelp(args[0]) {
+		fmt.Fprint(stderr, usage)
+		return nil, flag.ErrHelp
+	}
 	a := &apiCommand{sub: args[0], usage: usage, stderr: stderr, fs: flag.NewFlagSet(group+" "+args[0], flag.ContinueOnError)}
 	a.fs.SetOutput(stderr)
 	a.addr, a.token = clientFlags(a.fs)
 	return a, nil
+}
+
+// isHelp reports whether a command group's first argument asks for its
+// usage ("cdpstream privacy -h").
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
 }
 
 // parse reads the flags (anywhere among the arguments) and returns the
@@ -116,16 +130,35 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any, out i
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s %s: %s (HTTP %d)", method, path, e.Error, resp.StatusCode)
+		if msg := errorMessage(data); msg != "" {
+			return fmt.Errorf("%s %s: %s (HTTP %d)", method, path, msg, resp.StatusCode)
 		}
 		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
 	}
 	_, err = out.Write(data)
 	return err
+}
+
+// errorMessage is the message of an error body: {"error": "..."}, or the
+// OpenDSR shape {"error": {"message": "...", ...}}; "" for anything else.
+func errorMessage(body []byte) string {
+	var e struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || len(e.Error) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(e.Error, &s) == nil {
+		return s
+	}
+	var o struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(e.Error, &o) == nil {
+		return o.Message
+	}
+	return ""
 }
 
 const profileUsage = `Usage:

@@ -97,6 +97,13 @@ func TestCLIUsage(t *testing.T) {
 	if code := cli([]string{"demo", "-rate", "-1"}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "-rate") {
 		t.Fatalf("bad demo flag: exit %d, %q", code, errb.String())
 	}
+	// Every command group answers -h with its usage and exit 0.
+	for _, group := range []string{"profile", "audience", "consent", "privacy", "audit", "keys"} {
+		errb.Reset()
+		if code := cli([]string{group, "-h"}, nil, &out, &errb); code != 0 || !strings.Contains(errb.String(), "cdpstream "+group+" ") {
+			t.Errorf("%s -h: exit %d, %q", group, code, errb.String())
+		}
+	}
 }
 
 // TestRunFileSource is a backfill: NDJSON from standard input through the

@@ -53,7 +53,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&f.duration, "duration", 20*time.Second, "how long to produce events when -events is 0")
 	fs.IntVar(&f.rate, "rate", 20000, "events per second to produce (0: as fast as possible)")
 	fs.StringVar(&f.dataDir, "data", "cdpstream-demo", "directory for the output files and state")
-	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "HTTP listen address for /metrics, /healthz, /readyz (port 0: any free port)")
+	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "HTTP listen address of the API, /metrics, /healthz and /readyz (port 0: any free port)")
 	fs.IntVar(&f.partitions, "partitions", 3, "partitions of the input topic")
 	fs.IntVar(&f.people, "people", 20000, "distinct people in the generated traffic")
 	fs.Float64Var(&f.malformed, "malformed", 0.01, "share of deliberately malformed records")

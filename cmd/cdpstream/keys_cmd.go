@@ -26,7 +26,10 @@ const keysUsage = `Usage:
 func cmdKeys(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "rotate" {
 		fmt.Fprint(stderr, keysUsage)
-		if len(args) == 0 {
+		switch {
+		case len(args) > 0 && isHelp(args[0]):
+			return flag.ErrHelp
+		case len(args) == 0:
 			return usageError{errors.New("missing subcommand")}
 		}
 		return usageError{fmt.Errorf("unknown subcommand %q", args[0])}

@@ -1,6 +1,8 @@
 // Command cdpstream runs the cdpstream pipeline: `demo` on an embedded
 // Kafka broker, `run` against real brokers or files, `bench` for the
-// benchmark harness, `version`.
+// benchmark harness; `profile`, `audience`, `consent` and `privacy` talk
+// to a running instance's HTTP API; `audit` and `keys` work on a stopped
+// instance's store; `version`.
 package main
 
 import (
@@ -39,7 +41,7 @@ Usage:
                                      re-wrap the store's data keys under a new master key (stopped instance)
   cdpstream version                  print the version
 
-Run 'cdpstream <command> -h' for the flags of a command.
+Run 'cdpstream <command> -h' for the flags of a command, or its subcommands.
 `
 
 func main() {

@@ -131,8 +131,10 @@ http:
 	if code := cli([]string{"privacy", "list", "-status", "finished", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 1 || !strings.Contains(cliErr.String(), "status") {
 		t.Fatalf("privacy list -status finished: exit %d, stderr %q; want 1 naming status", code, cliErr.String())
 	}
-	if code := cli([]string{"privacy", "cancel", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 1 {
-		t.Fatalf("cancel of a completed request: exit %d, want 1 (refused)", code)
+	cliErr.Reset()
+	if code := cli([]string{"privacy", "cancel", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "-addr", base, "-token", token}, nil, &cliOut, &cliErr); code != 1 ||
+		!strings.Contains(cliErr.String(), "only a pending request can be cancelled") {
+		t.Fatalf("cancel of a completed request: exit %d, %q; want 1 with the OpenDSR error's message", code, cliErr.String())
 	}
 	send(`{"type":"track","event":"Viewed","userId":"cust-123","messageId":"3"}`,
 		`{"type":"track","event":"Viewed","userId":"someone-else","messageId":"4"}`)

@@ -1,5 +1,5 @@
 // Package lint holds repository-wide checks that keep the package map of
-// STYLE.md true: ingest, identity and segments never import each other,
+// ../shared/STYLE.md and README.md true: ingest, identity and segments never import each other,
 // nothing imports cmd/, and the decoder's hot path uses no encoding/json.
 // Test files count too.
 package lint
