@@ -11,7 +11,9 @@
 //     Append; Verify(db) walks the chain; Entries reads it; Audit is an
 //     engine.Auditor (pass it to engine.WithAuditor) so every call to a
 //     personal route lands in the trail; WithMirror hands each committed
-//     entry to a hook (a Kafka producer).
+//     entry to a hook (cmd/cdpstream's audit.kafka produces it as JSON,
+//     Entry.MarshalJSON); CheckChain verifies such a copy outside the
+//     store.
 //   - Service (New): Submit, Get, Cancel, List, Retain, Step, Run; Routes/Mount/Handler
 //     serve the API. Config (YAML block "privacy") has defaults and
 //     Validate. WithKeyring (required) seals personal data (see

@@ -48,6 +48,7 @@ type app struct {
 	aud     *audienceRecords
 	auth    *engine.Auth
 	audit   *privacy.Audit
+	mirror  *sink.KafkaMirror // the audit trail's copy on Kafka; nil without audit.kafka
 	dsr     *privacy.Service
 }
 
@@ -218,7 +219,27 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	}
 	// Every API call that reads or changes personal data goes into the
 	// hash-chained audit trail (cdpstream audit verify walks it).
-	a.audit, err = privacy.NewAudit(a.db, auditKey(cfg), privacy.WithAuditRegisterer(a.reg))
+	auditOpts := []privacy.AuditOption{privacy.WithAuditRegisterer(a.reg)}
+	if k := cfg.Audit.Kafka; k != nil {
+		a.mirror, err = sink.NewKafkaMirror(*k, "audit", func(err error) {
+			log.Warn("audit mirror: an entry did not reach kafka (the trail in the store has it)", "err", err)
+		})
+		if err != nil {
+			return a, fmt.Errorf("audit.kafka: %w", err)
+		}
+		m := a.mirror
+		if err := a.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cdp_privacy_audit_mirror_failed_total",
+			Help: "Audit entries the audit.kafka brokers did not acknowledge (the trail in the store has them)."},
+			func() float64 { return float64(m.Failed()) })); err != nil {
+			return a, err
+		}
+		auditOpts = append(auditOpts, privacy.WithMirror(func(e privacy.Entry) {
+			if b, err := json.Marshal(e); err == nil {
+				a.mirror.Produce(b)
+			}
+		}))
+	}
+	a.audit, err = privacy.NewAudit(a.db, auditKey(cfg), auditOpts...)
 	if err != nil {
 		return a, err
 	}
@@ -365,6 +386,11 @@ func (a *app) close() error {
 	}
 	if a.aud != nil && a.aud.Store != nil {
 		errs = append(errs, a.aud.Close())
+	}
+	if a.mirror != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, a.mirror.Close(ctx))
+		cancel()
 	}
 	if a.db != nil {
 		errs = append(errs, a.db.Close())

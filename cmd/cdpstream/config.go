@@ -52,8 +52,15 @@ type Config struct {
 	// HTTP API (or `cdpstream audience create`), or here.
 	Audiences audiencesConfig `yaml:"audiences"`
 	// Privacy configures data subject requests (OpenDSR API).
-	Privacy privacy.Config      `yaml:"privacy"`
-	HTTP    engine.ServerConfig `yaml:"http"`
+	Privacy privacy.Config `yaml:"privacy"`
+	// Audit mirrors the hash-chained audit trail to a Kafka topic.
+	Audit struct {
+		// Kafka: each committed entry, as JSON (privacy.Entry), keyed
+		// "audit" so the copy keeps the trail's order on one partition.
+		// nil (default): no mirror; the trail lives in the store.
+		Kafka *sink.DeadLetterKafkaConfig `yaml:"kafka"`
+	} `yaml:"audit"`
+	HTTP engine.ServerConfig `yaml:"http"`
 }
 
 // audiencesConfig is the audiences block: the store's settings, plus
@@ -158,6 +165,12 @@ func (c *Config) defaults() {
 		c.DeadLetter.Kafka.Client.Inherit(c.Source.Kafka.Client)
 	}
 	c.DeadLetter.Defaults()
+	if k := c.Audit.Kafka; k != nil {
+		if c.Source.Kafka != nil {
+			k.Client.Inherit(c.Source.Kafka.Client)
+		}
+		k.Defaults()
+	}
 	c.Identity.Defaults()
 	c.Encryption.Defaults()
 	c.Audiences.Defaults()
@@ -272,6 +285,11 @@ func (c *Config) validate() error {
 	}
 	if err := c.Privacy.Validate(); err != nil {
 		return fmt.Errorf("privacy.%w", err)
+	}
+	if k := c.Audit.Kafka; k != nil {
+		if err := k.Validate(); err != nil {
+			return fmt.Errorf("audit.kafka.%w", err)
+		}
 	}
 	for i, t := range c.Privacy.IdentityTypes {
 		if _, ok := opendsrTypes[t]; !ok {

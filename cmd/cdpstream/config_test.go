@@ -57,6 +57,8 @@ dead_letter: {file: {path: /tmp/x}}
 		{base + "consent: {purposes: [{name: analytics, bit: 0}]}\n", "consent.purposes[0].default"},
 		{base + "privacy: {retention: {inactive_after: 720h, batch: -1}}\n", "privacy.retention.batch"},
 		{base + "privacy: {retention: {interval: -1h}}\n", "privacy.retention.interval"},
+		{base + "audit: {kafka: {topic: \"\"}}\n", "audit.kafka.topic"},
+		{base + "audit: {kafka: {topic: a, compression: gz}}\n", "audit.kafka.compression"},
 		{base + "audiences: {definitions: [{id: vip, condition: {trait: {path: plan, op: eq, value: pro}}}]}\n", ""},
 		{base + "audiences: {definitions: [{id: vip, conditon: {trait: {path: plan, op: eq, value: pro}}}]}\n", "audiences.definitions[0]:"},
 		{strings.Replace(base, "dead_letter: {file: {path: /tmp/x}}", "", 1), "dead_letter."},

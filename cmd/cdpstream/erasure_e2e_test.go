@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/internal/disktest"
 	"github.com/cdpstream/cdpstream/internal/promtest"
+	"github.com/cdpstream/cdpstream/privacy"
 )
 
 // TestErasureEndToEnd: a person with three devices, two emails and a user
@@ -34,7 +36,7 @@ import (
 // that asked got a deletion notice, a new event starts a new profile, and
 // the audit trail verifies.
 func TestErasureEndToEnd(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"), kfake.SeedTopics(1, "audit"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +58,7 @@ sinks:
   - {name: notices, events: false, records: [deletion], file: {path: %s}}
 dead_letter: {file: {path: %s}}
 privacy: {poll_interval: 10ms}
+audit: {kafka: {topic: audit}}
 http:
   addr: "127.0.0.1:0"
   auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
@@ -229,6 +232,31 @@ http:
 		if _, err := kr.Open(nil, jane, c[1:], nil); !errors.Is(err, engine.ErrKeyDestroyed) {
 			t.Errorf("copy %d after the erasure: %v, want engine.ErrKeyDestroyed", i, err)
 		}
+	}
+	// The audit trail's copy on Kafka: every entry, in order, the chain
+	// intact, none of Jane's values in it.
+	stored, err := privacy.Entries(db, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mirrored []privacy.Entry
+	for _, r := range consumeAll(t, brokers, "audit") {
+		var e privacy.Entry
+		if err := json.Unmarshal(r.Value, &e); err != nil || string(r.Key) != "audit" {
+			t.Fatalf("audit record %q %s: %v", r.Key, r.Value, err)
+		}
+		for _, v := range values {
+			if bytes.Contains(r.Value, []byte(v)) {
+				t.Errorf("the audit topic holds %q: %s", v, r.Value)
+			}
+		}
+		mirrored = append(mirrored, e)
+	}
+	if len(stored) < 10 || !slices.Equal(mirrored, stored) {
+		t.Errorf("audit topic: %d entries, the store %d; want the same entries", len(mirrored), len(stored))
+	}
+	if err := privacy.CheckChain(mirrored); err != nil {
+		t.Errorf("the mirrored chain: %v", err)
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
