@@ -17,6 +17,7 @@ import (
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/engine/sink"
 	"github.com/cdpstream/cdpstream/identity"
+	"github.com/cdpstream/cdpstream/ingest"
 	"github.com/cdpstream/cdpstream/privacy"
 	"github.com/cdpstream/cdpstream/segments"
 	"github.com/cdpstream/cdpstream/segments/audience"
@@ -316,14 +317,28 @@ func (p suppressor) Unsuppress(ctx context.Context, s privacy.Subject) error {
 }
 
 // deletionNotifier sends a deletion notice to every sink that lists
-// records: [deletion], with every identifier of the erased profiles (the
-// sinks received the events that carried them). It runs before the
-// erasers, while the identifiers can still be read, and writes to the
-// sinks directly: a notice is not part of any input batch.
+// records: [deletion], with the identifiers of the erased profiles that
+// sink may see: all of them, or, for a sink with field minimisation, those
+// its events carry, in plain or hashed as they carry them
+// (sink.DeletionIdentifiers over paths). It runs before the erasers,
+// while the identifiers can still be read, and writes to the sinks
+// directly: a notice is not part of any input batch.
 type deletionNotifier struct {
 	g     *identity.Graph
 	sinks []engine.Sink
 	now   func() time.Time
+	paths sink.IdentifierPaths
+}
+
+// identifierPaths is where events carry each identifier type: the
+// decoder's identifier sources, and userId, previousId and anonymousId.
+func identifierPaths(dc ingest.DecodeConfig) sink.IdentifierPaths {
+	dc.Defaults()
+	p := sink.IdentifierPaths{identity.TypeUserID: {"userId", "previousId"}, identity.TypeAnonymousID: {"anonymousId"}}
+	for _, s := range dc.Identifiers {
+		p[s.Type] = append(p[s.Type], s.Paths...)
+	}
+	return p
 }
 
 func (n deletionNotifier) NotifyDeletion(ctx context.Context, requestID string, s privacy.Subject) error {
@@ -340,12 +355,13 @@ func (n deletionNotifier) NotifyDeletion(ctx context.Context, requestID string, 
 			ids = append(ids, sink.Identifier{Type: id.Type, Value: id.Value})
 		}
 	}
-	rec := sink.DeletionRecord(requestID, s.Profiles, ids, n.now())
+	now := n.now()
 	for _, sk := range n.sinks {
 		rs, ok := sk.(engine.RecordSink)
 		if !ok || !rs.WantsRecord(sink.RecordDeletion) {
 			continue
 		}
+		rec := sink.DeletionRecord(requestID, s.Profiles, sink.DeletionIdentifiers(sk, ids, n.paths), now)
 		if err := rs.WriteRecords(ctx, []engine.Record{rec}); err != nil {
 			return fmt.Errorf("deletion notice to sink %s: %w", sk.Name(), err)
 		}

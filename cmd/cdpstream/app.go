@@ -276,7 +276,7 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		Rectifier:  rectifier{g: a.graph, aud: a.aud.Store},
 		Inactive:   inactive{a.graph},
 		Erasers:    []privacy.Eraser{identityEraser{a.graph}, audienceEraser{a.aud.Store}},
-		Notifiers:  []privacy.DeletionNotifier{deletionNotifier{g: a.graph, sinks: a.sinks, now: time.Now}},
+		Notifiers:  []privacy.DeletionNotifier{deletionNotifier{g: a.graph, sinks: a.sinks, now: time.Now, paths: identifierPaths(cfg.Decode)}},
 		Suppressor: suppressor{g: a.graph}}
 	if a.consent != nil {
 		work.Exporters = append(work.Exporters, consentExporter{a.consent})

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +46,7 @@ func TestErasureEndToEnd(t *testing.T) {
 	brokers := c.ListenAddrs()
 	dataDir, outDir := t.TempDir(), t.TempDir() // sinks are downstream: outside the data dir
 	notices := filepath.Join(outDir, "notices.ndjson")
+	hashedNotices := filepath.Join(outDir, "hashed-notices.ndjson")
 	const token = "dpo-token"
 	cfgText := fmt.Appendf(nil, `
 data_dir: %s
@@ -56,13 +59,15 @@ consent: {purposes: [{name: analytics, bit: 0, default: denied, segment: [analyt
 sinks:
   - {name: out, consent: {}, file: {path: %s}}
   - {name: notices, events: false, records: [deletion], file: {path: %s}}
+  - {name: hashed-notices, events: false, records: [deletion], file: {path: %s},
+     minimize: {hash: [traits.email, context.traits.email], deny: [context.device]}}
 dead_letter: {file: {path: %s}}
 privacy: {poll_interval: 10ms}
 audit: {kafka: {topic: audit}}
 http:
   addr: "127.0.0.1:0"
   auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
-`, dataDir, brokers[0], filepath.Join(outDir, "out.ndjson"), notices, filepath.Join(outDir, "dead.ndjson"), engine.HashToken(token))
+`, dataDir, brokers[0], filepath.Join(outDir, "out.ndjson"), notices, hashedNotices, filepath.Join(outDir, "dead.ndjson"), engine.HashToken(token))
 	cfg, err := parseConfig(cfgText)
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +202,15 @@ http:
 	data, err := os.ReadFile(notices)
 	if err != nil || !bytes.Contains(data, []byte(`"type":"deletion"`)) || !bytes.Contains(data, []byte("anon-tablet-d04")) {
 		t.Fatalf("deletion notice: %v %s", err, data)
+	}
+	// A sink whose events carry emails hashed and no device ids gets
+	// the notice that way: the emails as the hashes it holds, no device.
+	data, err = os.ReadFile(hashedNotices)
+	sum := sha256.Sum256([]byte("jane.first@example.com"))
+	if err != nil || !bytes.Contains(data, []byte(`"type":"deletion"`)) || !bytes.Contains(data, []byte("anon-tablet-d04")) ||
+		!bytes.Contains(data, []byte(`{"type":"email","value":"`+hex.EncodeToString(sum[:])+`","format":"sha256"}`)) ||
+		bytes.Contains(data, []byte("jane.first@example.com")) || bytes.Contains(data, []byte("device-phone-5b2")) {
+		t.Fatalf("deletion notice to the minimising sink: %v %s", err, data)
 	}
 
 	// A new event from the person starts a new profile.

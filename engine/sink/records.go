@@ -219,6 +219,10 @@ func AudienceRecord(aud string, version, profileID uint32, entered bool, at time
 type Identifier struct {
 	Type  string `json:"type"`
 	Value string `json:"value"`
+	// Format is "sha256" when Value is the hex SHA-256 the sink's events
+	// carry instead of the value (its field minimisation hashes it);
+	// absent for a plain value.
+	Format string `json:"format,omitempty"`
 }
 
 type deletionJSON struct {

@@ -1,0 +1,94 @@
+package sink
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/valyala/fastjson"
+)
+
+// IdentifierPaths maps an identifier type to the dotted JSON paths where
+// events carry it (the decoder's identifier sources, userId and
+// anonymousId): what a deletion notice's identifiers are checked against.
+type IdentifierPaths map[string][]string
+
+// ExternalIDsPath is where events carry identifiers of the types no path
+// names (context.externalIds entries).
+const ExternalIDsPath = "context.externalIds"
+
+// DeletionIdentifiers returns ids as a sink that carries deletion notices
+// may see them: a sink with field minimisation gets an identifier in
+// plain only where its events would carry it in plain (at one of the
+// type's paths, or ExternalIDsPath for a type without paths), as the
+// SHA-256 hex its events would carry (Format "sha256") where it hashes
+// it, and not at all where it removes it. Any other sink gets ids as they
+// are. It is safe to call while the sink writes events.
+func DeletionIdentifiers(s any, ids []Identifier, paths IdentifierPaths) []Identifier {
+	var m *Minimizer
+	switch w := s.(type) {
+	case *routed:
+		if mz, ok := w.Sink.(*minimized); ok {
+			m = mz.m
+		}
+	case *minimized:
+		m = w.m
+	}
+	if m == nil {
+		return ids
+	}
+	view := &Minimizer{allow: m.allow, deny: m.deny, hash: m.hash} // its own parser and arena
+	out := make([]Identifier, 0, len(ids))
+	for _, id := range ids {
+		ps := paths[id.Type]
+		if len(ps) == 0 {
+			ps = []string{ExternalIDsPath}
+		}
+		best := Identifier{}
+		for _, p := range ps {
+			v, hashed, ok := view.see(p, id.Value)
+			switch {
+			case !ok:
+			case !hashed:
+				best = Identifier{Type: id.Type, Value: v}
+			case best.Value == "":
+				best = Identifier{Type: id.Type, Value: v, Format: "sha256"}
+			}
+			if ok && !hashed {
+				break // plain somewhere: nothing sees more
+			}
+		}
+		if best.Value != "" {
+			out = append(out, best)
+		}
+	}
+	return out
+}
+
+// see returns what of value, put at path in an event, the minimiser
+// leaves there: the value itself, its hash (hashed), or nothing (!ok).
+func (m *Minimizer) see(path, value string) (v string, hashed, ok bool) {
+	keys := strings.Split(path, ".")
+	var obj any = value
+	for i := len(keys) - 1; i >= 0; i-- {
+		obj = map[string]any{keys[i]: obj}
+	}
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return "", false, false
+	}
+	out, err := m.Apply(nil, raw)
+	if err != nil {
+		return "", false, false
+	}
+	var p fastjson.Parser
+	x, err := p.ParseBytes(out)
+	if err != nil {
+		return "", false, false
+	}
+	got := x.Get(keys...)
+	if got == nil || got.Type() != fastjson.TypeString {
+		return "", false, false
+	}
+	s := string(got.GetStringBytes())
+	return s, s != value, true
+}
