@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -12,9 +13,17 @@ import (
 // Produce hands a record over without waiting, and every record carries
 // the same key, so they land on one partition in the order produced; the
 // producer is idempotent with acks all, as the other Kafka sinks. It is a
-// copy, not the log: a record the brokers never acknowledge (after
-// franz-go's retries, within its delivery timeout) is counted in Failed
-// and reported to onError, and not produced again.
+// copy, not the log, and never holds the log up: Produce never blocks (a
+// record that finds MirrorBuffered records still unacknowledged fails at
+// once), and a record the brokers do not acknowledge within
+// MirrorDeliveryTimeout fails. A failed record is counted in Failed,
+// reported to onError, and not produced again.
+// Bounds of a KafkaMirror's producer.
+const (
+	MirrorBuffered        = 10000
+	MirrorDeliveryTimeout = 30 * time.Second
+)
+
 type KafkaMirror struct {
 	topic   string
 	key     []byte
@@ -35,6 +44,7 @@ func NewKafkaMirror(cfg DeadLetterKafkaConfig, key string, onError func(error), 
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, kgo.MaxBufferedRecords(MirrorBuffered), kgo.RecordDeliveryTimeout(MirrorDeliveryTimeout))
 	cl, err := kgo.NewClient(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot create kafka client: %w", err)
@@ -42,10 +52,11 @@ func NewKafkaMirror(cfg DeadLetterKafkaConfig, key string, onError func(error), 
 	return &KafkaMirror{topic: cfg.Topic, key: []byte(key), cl: cl, onError: onError}, nil
 }
 
-// Produce hands value over to the producer and returns; it blocks only
-// while franz-go's buffer is full. value must not be modified afterwards.
+// Produce hands value over to the producer and returns at once; with
+// MirrorBuffered records unacknowledged, the record fails instead.
+// value must not be modified afterwards.
 func (m *KafkaMirror) Produce(value []byte) {
-	m.cl.Produce(context.Background(), &kgo.Record{Topic: m.topic, Key: m.key, Value: value}, func(_ *kgo.Record, err error) {
+	m.cl.TryProduce(context.Background(), &kgo.Record{Topic: m.topic, Key: m.key, Value: value}, func(_ *kgo.Record, err error) {
 		if err != nil {
 			m.failed.Add(1)
 			if m.onError != nil {
