@@ -53,6 +53,9 @@ type RotateStats struct {
 	Rotated int
 	// Resumed: the call finished an interrupted rotation.
 	Resumed bool
+	// Switched: this call moved the store to the new master key (false
+	// when it was under it already).
+	Switched bool
 }
 
 // RotateMasterKey re-wraps every data key of the keyring in db from the
@@ -60,7 +63,10 @@ type RotateStats struct {
 // interrupted rotation to the same key. The store must not be in use
 // (nothing else may open a Keyring on db meanwhile). It refuses a store
 // whose keys are under neither key (ErrMasterKeyMismatch), a new key
-// equal to the current one, and an interrupted rotation to another key. A
+// equal to the current one, an interrupted rotation to another key, and a
+// keyring with a key that does not open under the current master key (it
+// checks every key before it writes anything). Keep the new key until the
+// rotation has finished: an interrupted one can only be finished. A
 // store already under to is compacted again and left as it is, so the
 // call can be repeated. Copies of the store made before the rotation
 // (backups, snapshots) stay readable with the old key.
@@ -121,13 +127,20 @@ func RotateMasterKey(db *pebble.DB, from, to EncryptionConfig, opts RotateOption
 		return st, compactKeyring(db) // done before; the compaction may not have been
 	case !hmac.Equal(check, oldCheck):
 		return st, ErrMasterKeyMismatch
-	default:
+	}
+	end := []byte{PrefixKeyring, keyringIDKey + 1}
+	// Every key still to re-wrap must open under the current master key
+	// before anything is written: one that does not (corrupt) would stop
+	// the rotation half way, with a store neither key opens.
+	if err := checkOpens(db, next, end, oldWrap); err != nil {
+		return st, err
+	}
+	if !st.Resumed {
 		if err := db.Set(rk, rotationValue(newCheck, next), pebble.Sync); err != nil {
 			return st, fmt.Errorf("cannot record the rotation: %w", err)
 		}
 	}
 
-	end := []byte{PrefixKeyring, keyringIDKey + 1}
 	var aad []byte
 	for {
 		type kv struct{ k, v []byte }
@@ -194,7 +207,37 @@ func RotateMasterKey(db *pebble.DB, from, to EncryptionConfig, opts RotateOption
 	if err := w.Commit(pebble.Sync); err != nil {
 		return st, fmt.Errorf("cannot switch to the new master key: %w", err)
 	}
+	st.Switched = true
 	return st, compactKeyring(db)
+}
+
+// checkOpens opens every wrapped key in [lo, hi) with wrap, writing
+// nothing; the first that does not open is an error naming its key.
+func checkOpens(db *pebble.DB, lo, hi []byte, wrap cipher.AEAD) error {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("cannot read the keyring: %w", err)
+	}
+	defer it.Close()
+	var aad []byte
+	var raw [dataKeyLen]byte
+	defer clear(raw[:])
+	for it.First(); it.Valid(); it.Next() {
+		if aad, err = wrappedAAD(aad[:0], it.Key()); err != nil {
+			return err
+		}
+		v := it.Value()
+		if len(v) != wrappedLen || v[0] != keyringV1 {
+			return fmt.Errorf("keyring key %x is not a wrapped key: nothing was changed", it.Key())
+		}
+		if _, err := wrap.Open(raw[:0], v[1:1+nonceLen], v[1+nonceLen:], aad); err != nil {
+			return fmt.Errorf("keyring key %x does not open under the current master key (corrupt?): nothing was changed", it.Key())
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("cannot read the keyring: %w", err)
+	}
+	return nil
 }
 
 // compactKeyring rewrites the keyring's range (flushing the memtable

@@ -134,7 +134,7 @@ func TestRotateMasterKey(t *testing.T) {
 		t.Fatalf("rotation to the same key: %v", err)
 	}
 	st, err := RotateMasterKey(f.db, old, neu, RotateOptions{Chunk: 8})
-	if err != nil || st.Rotated != 52 || st.Resumed {
+	if err != nil || st.Rotated != 52 || st.Resumed || !st.Switched {
 		t.Fatalf("rotation: %+v, %v; want 52 keys", st, err)
 	}
 	if _, err := NewKeyring(old, f.db); !errors.Is(err, ErrMasterKeyMismatch) {
@@ -151,7 +151,7 @@ func TestRotateMasterKey(t *testing.T) {
 		}
 		t.Fatalf("%d keys wrapped under the old master key are still on disk, in %v (%v)", len(hits), files, err)
 	}
-	if st, err := RotateMasterKey(f.db, old, neu, RotateOptions{}); err != nil || st.Rotated != 0 {
+	if st, err := RotateMasterKey(f.db, old, neu, RotateOptions{}); err != nil || st.Rotated != 0 || st.Switched {
 		t.Fatalf("second rotation: %+v, %v; want a no-op", st, err)
 	}
 	other := EncryptionConfig{MasterKey: rotOtherHex}
@@ -228,4 +228,26 @@ func BenchmarkRotateMasterKey(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/key")
+}
+
+// TestRotateMasterKeyCorruptKey: a wrapped key that does not open under
+// the current master key stops the rotation before anything is written:
+// the store still opens under the current key, every other value reads.
+func TestRotateMasterKeyCorruptKey(t *testing.T) {
+	f := newRotFixture(t, 12)
+	k := KeyringKey(nil, 9)
+	v, err := getCopy(f.db, k)
+	if err != nil || v == nil {
+		t.Fatal(err)
+	}
+	v[len(v)-1] ^= 1
+	if err := f.db.Set(k, v, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	st, err := RotateMasterKey(f.db, EncryptionConfig{MasterKey: testMasterHex}, EncryptionConfig{MasterKey: rotNewHex}, RotateOptions{Chunk: 4})
+	if err == nil || !strings.Contains(err.Error(), "nothing was changed") || st.Rotated != 0 {
+		t.Fatalf("rotation over a corrupt key: %+v, %v", st, err)
+	}
+	delete(f.pids, 9)
+	f.readAll(t, testMasterHex)
 }

@@ -18,7 +18,9 @@ const keysUsage = `Usage:
         hex digits or base64). The data itself is not rewritten, and the keys wrapped under the
         old master key are compacted out of the store's files. Stop cdpstream first (the store
         is locked while it runs). An interrupted rotation leaves a store cdpstream refuses to
-        open: run the same command again to finish it. Then give cdpstream the new key
+        open: run the same command again to finish it (keep the new key until then: an
+        interrupted rotation can only be finished). Every key is checked to open under the
+        current master key before anything is written. Then give cdpstream the new key
         (encryption.master_key or master_key_env). Backups made before stay under the old key.
 `
 
@@ -69,7 +71,7 @@ func cmdKeys(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	switch {
-	case st.Rotated == 0 && !st.Resumed:
+	case !st.Switched:
 		fmt.Fprintln(stdout, "the store's keys are already under the new master key; nothing to re-wrap")
 	case st.Resumed:
 		fmt.Fprintf(stdout, "finished an interrupted rotation: re-wrapped the remaining %d data keys under the new master key\n", st.Rotated)
