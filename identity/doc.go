@@ -260,8 +260,12 @@
 // need hold them, so a person not seen yet can be suppressed), under
 // 0x18, each naming a suppression group, and the group's member list
 // under 0x19. One call makes one group; when some of the
-// hashes are suppressed already, the call joins the lowest such group
-// (those hashes stay where they are), so a repeated call changes nothing.
+// hashes are suppressed already, the call joins the lowest such group and
+// merges the other groups it touches into it (OpUnsuppress of each, then
+// their hashes suppressed again in the lowest, in the same batch: an
+// identity log reader sees the lift and the re-suppression together), so
+// a repeated call changes nothing and two people found to be one are one
+// group.
 // UnsuppressIdentities(ctx, refs) lifts every group holding one of the
 // identifiers named (raw values normalised, or SHA-256 of the normalised
 // value): all of that group's hashes go, so unsuppressing a person by one

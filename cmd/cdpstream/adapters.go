@@ -331,10 +331,11 @@ type deletionNotifier struct {
 }
 
 // identifierPaths is where events carry each identifier type: the
-// decoder's identifier sources, and userId, previousId and anonymousId.
+// decoder's identifier sources, and userId, anonymousId and previousId
+// (a user id, or an anonymous id when no profile holds it as a user id).
 func identifierPaths(dc ingest.DecodeConfig) sink.IdentifierPaths {
 	dc.Defaults()
-	p := sink.IdentifierPaths{identity.TypeUserID: {"userId", "previousId"}, identity.TypeAnonymousID: {"anonymousId"}}
+	p := sink.IdentifierPaths{identity.TypeUserID: {"userId", "previousId"}, identity.TypeAnonymousID: {"anonymousId", "previousId"}}
 	for _, s := range dc.Identifiers {
 		p[s.Type] = append(p[s.Type], s.Paths...)
 	}

@@ -60,7 +60,7 @@ sinks:
   - {name: out, consent: {}, file: {path: %s}}
   - {name: notices, events: false, records: [deletion], file: {path: %s}}
   - {name: hashed-notices, events: false, records: [deletion], file: {path: %s},
-     minimize: {hash: [traits.email, context.traits.email], deny: [context.device]}}
+     minimize: {hash: [traits.email, context.traits.email], deny: [context.device, context.externalIds]}}
 dead_letter: {file: {path: %s}}
 privacy: {poll_interval: 10ms}
 audit: {kafka: {topic: audit}}

@@ -12,17 +12,20 @@ import (
 // anonymousId): what a deletion notice's identifiers are checked against.
 type IdentifierPaths map[string][]string
 
-// ExternalIDsPath is where events carry identifiers of the types no path
-// names (context.externalIds entries).
-const ExternalIDsPath = "context.externalIds"
-
 // DeletionIdentifiers returns ids as a sink that carries deletion notices
 // may see them: a sink with field minimisation gets an identifier in
-// plain only where its events would carry it in plain (at one of the
-// type's paths, or ExternalIDsPath for a type without paths), as the
-// SHA-256 hex its events would carry (Format "sha256") where it hashes
-// it, and not at all where it removes it. Any other sink gets ids as they
-// are. It is safe to call while the sink writes events.
+// plain where its events can carry it in plain (at one of the type's
+// paths, or as a context.externalIds entry, which the decoder reads for
+// every type: minimisation removes or keeps that array whole, it hashes
+// strings only), as the SHA-256 hex its events would carry (Format
+// "sha256") where it hashes it and nowhere keeps it plain, and not at all
+// where it removes it. The hash is taken over the identifier as the
+// identity graph keeps it (normalised): for emails that is what the sink's
+// events hold (the minimiser trims and lower-cases them too); for a type
+// whose normalisation changes more (phone digits, lower-cased advertising
+// ids) it may differ from the hash of the raw value in the sink's events.
+// Any other sink gets ids as they are. It is safe to call while the sink
+// writes events.
 func DeletionIdentifiers(s any, ids []Identifier, paths IdentifierPaths) []Identifier {
 	var m *Minimizer
 	switch w := s.(type) {
@@ -39,12 +42,12 @@ func DeletionIdentifiers(s any, ids []Identifier, paths IdentifierPaths) []Ident
 	view := &Minimizer{allow: m.allow, deny: m.deny, hash: m.hash} // its own parser and arena
 	out := make([]Identifier, 0, len(ids))
 	for _, id := range ids {
-		ps := paths[id.Type]
-		if len(ps) == 0 {
-			ps = []string{ExternalIDsPath}
-		}
 		best := Identifier{}
-		for _, p := range ps {
+		if view.keepsExternalID(id) {
+			out = append(out, id)
+			continue
+		}
+		for _, p := range paths[id.Type] {
 			v, hashed, ok := view.see(p, id.Value)
 			switch {
 			case !ok:
@@ -62,6 +65,30 @@ func DeletionIdentifiers(s any, ids []Identifier, paths IdentifierPaths) []Ident
 		}
 	}
 	return out
+}
+
+// keepsExternalID reports whether the minimiser leaves id in plain as a
+// context.externalIds entry.
+func (m *Minimizer) keepsExternalID(id Identifier) bool {
+	raw, err := json.Marshal(map[string]any{"context": map[string]any{"externalIds": []any{map[string]string{"id": id.Value, "type": id.Type}}}})
+	if err != nil {
+		return false
+	}
+	out, err := m.Apply(nil, raw)
+	if err != nil {
+		return false
+	}
+	var p fastjson.Parser
+	x, err := p.ParseBytes(out)
+	if err != nil {
+		return false
+	}
+	for _, e := range x.GetArray("context", "externalIds") {
+		if string(e.GetStringBytes("id")) == id.Value {
+			return true
+		}
+	}
+	return false
 }
 
 // see returns what of value, put at path in an event, the minimiser

@@ -10,8 +10,9 @@ import (
 
 // TestDeletionIdentifiers: a deletion notice carries, for each sink, the
 // identifiers as its events carry them: all in plain without
-// minimisation; hashed where the sink hashes them (the same hex its
-// events hold); none where it removes them, or keeps only other fields.
+// minimisation; hashed where the sink hashes them and keeps them plain
+// nowhere, context.externalIds included (the same hex its events hold);
+// none where it removes them, or keeps only other fields.
 func TestDeletionIdentifiers(t *testing.T) {
 	paths := IdentifierPaths{
 		"user_id":      {"userId", "previousId"},
@@ -29,8 +30,11 @@ func TestDeletionIdentifiers(t *testing.T) {
 		want []Identifier
 	}{
 		{"no minimisation", nil, ids},
-		{"email hashed at one path, removed at the other", &MinimizeConfig{Hash: []string{"traits.email"}, Deny: []string{"context.traits.email"}},
-			[]Identifier{ids[0], ids[1], {Type: "email", Value: hashed, Format: "sha256"}, ids[3]}},
+		{"email hashed at one path, removed at the other and from external ids", &MinimizeConfig{Hash: []string{"traits.email"},
+			Deny: []string{"context.traits.email", "context.externalIds"}},
+			[]Identifier{ids[0], ids[1], {Type: "email", Value: hashed, Format: "sha256"}}},
+		{"email hashed and removed at its paths, external ids kept", &MinimizeConfig{Hash: []string{"traits.email"}, Deny: []string{"context.traits.email"}},
+			ids}, // an event may carry the email plain in context.externalIds
 		{"email hashed at one path, plain at the other", &MinimizeConfig{Hash: []string{"traits.email"}}, ids},
 		{"email and external ids removed", &MinimizeConfig{Deny: []string{"traits.email", "context.traits.email", "context.externalIds"}},
 			[]Identifier{ids[0], ids[1]}},
