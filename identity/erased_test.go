@@ -185,3 +185,48 @@ func BenchmarkErasedFilter(b *testing.B) {
 	tg.g.markGone(gone)
 	b.Run("10k_erased", run)
 }
+
+// TestHold: rows and change records of held profiles are dropped by every
+// sink's filter, as erased, while the hold lasts; the profiles still
+// resolve; releasing the hold (or holding nothing under its key) lets them
+// through again, and holds under other keys stay.
+func TestHold(t *testing.T) {
+	tg := newTestGraph(t, testConfig())
+	batch, pids := tg.process([]testEvent{
+		{msg: "m1", typ: engine.TypeTrack, ts: testEpoch, topic: "events", off: 1, anon: "anon-a"},
+		{msg: "m2", typ: engine.TypeTrack, ts: testEpoch, topic: "events", off: 2, anon: "anon-b"},
+	})
+	a, b := pids[0], pids[1]
+	f := tg.g.ErasedFilter(nil)
+	sel := func() ([]int, []engine.Reason) {
+		var rs []engine.Reason
+		kept := f.Select(batch, nil, func(_ int, r engine.Reason) { rs = append(rs, r) })
+		return kept, rs
+	}
+	rec := engine.Record{Type: "audience", Subject: a}
+	tg.g.Hold("req-1", []uint32{a})
+	tg.g.Hold("req-2", []uint32{b})
+	if f.(engine.AllPasser).PassesAll(batch) {
+		t.Fatal("PassesAll with profiles held")
+	}
+	if kept, rs := sel(); len(kept) != 0 || !slices.Equal(rs, []engine.Reason{ReasonErased, ReasonErased}) {
+		t.Fatalf("both held: kept %v, dropped %v", kept, rs)
+	}
+	if r := f.(engine.RecordFilter).DropRecord(&rec); r != ReasonErased {
+		t.Fatalf("record about a held profile: %q", r)
+	}
+	if v, err := tg.g.Lookup(TypeAnonymousID, "anon-a"); err != nil || v.ProfileID != a {
+		t.Fatalf("a held profile no longer resolves: %v %v", v, err)
+	}
+	tg.g.Release("req-1")
+	if kept, rs := sel(); !slices.Equal(kept, []int{0}) || !slices.Equal(rs, []engine.Reason{ReasonErased}) {
+		t.Fatalf("req-1 released: kept %v, dropped %v; want a kept, b dropped", kept, rs)
+	}
+	if r := f.(engine.RecordFilter).DropRecord(&rec); r != "" {
+		t.Fatalf("record about a released profile: %q", r)
+	}
+	tg.g.Hold("req-2", nil)
+	if !f.(engine.AllPasser).PassesAll(batch) || tg.g.Erased(a) || tg.g.Erased(b) {
+		t.Fatal("holds left after releasing both; or a hold counted as an erasure")
+	}
+}

@@ -88,6 +88,12 @@ type Graph struct {
 	gone    *roaring.Bitmap
 	goneLog []uint32 // the same ids in the order erased, for ErasedSince
 	goneN   atomic.Uint64
+	// held holds, per key (a privacy request), the profile ids about to be
+	// erased (Hold), which ErasedFilter also drops; heldAll is their
+	// union and heldN its size, read without goneMu. Memory only.
+	held    map[string][]uint32
+	heldAll *roaring.Bitmap
+	heldN   atomic.Uint64
 }
 
 // Option tunes New.

@@ -171,13 +171,27 @@ func (w *world) Keep(ctx context.Context, before time.Time, pids []uint32) ([]ui
 	return slices.Compact(keep), spared, nil
 }
 
+// Hold and Release implement Holder; they land in the notices' log, so
+// the goldens show their order around the notices.
+func (w *world) Hold(id string, pids []uint32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.notified = append(w.notified, fmt.Sprintf("hold %s profiles %v", id[:8], pids))
+}
+
+func (w *world) Release(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.notified = append(w.notified, "release "+id[:8])
+}
+
 func (w *world) NotifyDeletion(ctx context.Context, id string, s Subject) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.check(ctx, "notify"); err != nil {
 		return err
 	}
-	w.notified = append(w.notified, fmt.Sprintf("%s profiles %v", id[:8], s.Profiles))
+	w.notified = append(w.notified, fmt.Sprintf("deletion notice %s profiles %v", id[:8], s.Profiles))
 	return nil
 }
 
@@ -226,7 +240,7 @@ func (consentExporter) Export(ctx context.Context, s Subject) (any, error) {
 
 func (w *world) work() Work {
 	return Work{Subjects: w, Erasers: []Eraser{fakeEraser{w, "identity"}, fakeEraser{w, "consent"}, fakeEraser{w, "audiences"}},
-		Suppressor: w, Exporters: []Exporter{traitsExporter{w}, consentExporter{}}, Notifiers: []DeletionNotifier{w}, Rectifier: w, Inactive: w}
+		Suppressor: w, Exporters: []Exporter{traitsExporter{w}, consentExporter{}}, Notifiers: []DeletionNotifier{w}, Holder: w, Rectifier: w, Inactive: w}
 }
 
 // recorder is a controller's callback endpoint over loopback.

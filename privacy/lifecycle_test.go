@@ -154,7 +154,7 @@ func TestLifecycle(t *testing.T) {
 					fmt.Fprintf(&sb, "erased by %s: %v\n", k, e.w.erased[k])
 				}
 				for _, n := range e.w.notified {
-					fmt.Fprintf(&sb, "deletion notice %s\n", n)
+					fmt.Fprintf(&sb, "%s\n", n)
 				}
 				for p := range e.w.suppressed {
 					fmt.Fprintf(&sb, "suppressed %d\n", p)

@@ -658,7 +658,13 @@ func (s *Service) runOne(ctx context.Context, id string) error {
 			Record{Actor: "processor", Action: "request.retry " + rec.Req.Type, Target: "request:" + rec.Req.ID, Outcome: "failed:" + step})
 	}
 	rec.LastError = ""
-	return s.transition(rec, StatusCompleted, "processor", rec.Due)
+	if err := s.transition(rec, StatusCompleted, "processor", rec.Due); err != nil {
+		return err
+	}
+	if s.work.Holder != nil && (rec.Req.Type == TypeErasure || rec.Req.Type == TypeErasureSuppress) {
+		s.work.Holder.Release(rec.Req.ID)
+	}
+	return nil
 }
 
 // execute runs the work of rec; on failure it returns the failing step.
@@ -713,6 +719,9 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 				return "suppress", err
 			}
 			step("suppress")
+		}
+		if s.work.Holder != nil {
+			s.work.Holder.Hold(rec.Req.ID, subj.Profiles)
 		}
 		for _, n := range s.work.Notifiers {
 			if err := n.NotifyDeletion(ctx, rec.Req.ID, subj); err != nil {

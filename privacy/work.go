@@ -60,6 +60,17 @@ type DeletionNotifier interface {
 	NotifyDeletion(ctx context.Context, requestID string, s Subject) error
 }
 
+// Holder stops a person's events from reaching downstream tools while
+// their erasure runs: Hold is called with an erasure's profiles just
+// before its deletion notices go out (again at each attempt), Release once
+// the request finished. The identity graph implements it (its sinks'
+// filter drops held profiles' rows), so no tool receives an event of the
+// person after their deletion notice.
+type Holder interface {
+	Hold(requestID string, pids []uint32)
+	Release(requestID string)
+}
+
 // InactiveLister lists live profiles last seen before a time, for
 // retention (Config.Retention). fn returning an error stops the listing
 // with that error.
@@ -97,7 +108,10 @@ type Work struct {
 	Suppressor Suppressor
 	Exporters  []Exporter
 	Notifiers  []DeletionNotifier
-	Rectifier  Rectifier
+	// Holder, optional, holds an erasure's profiles from its notices to
+	// its end.
+	Holder    Holder
+	Rectifier Rectifier
 	// Inactive lists profiles for retention; required when
 	// Config.Retention.InactiveAfter is set.
 	Inactive InactiveLister

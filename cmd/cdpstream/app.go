@@ -272,11 +272,14 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 	// the audience store; retention lists inactive profiles from the
 	// graph's last-seen times.
 	work := privacy.Work{Subjects: subjects{a.graph},
-		Exporters:  []privacy.Exporter{identityExporter{a.graph}, traitsExporter{a.aud.Store}, audienceExporter{a.aud.Store}},
-		Rectifier:  rectifier{g: a.graph, aud: a.aud.Store},
-		Inactive:   inactive{a.graph},
-		Erasers:    []privacy.Eraser{identityEraser{a.graph}, audienceEraser{a.aud.Store}},
-		Notifiers:  []privacy.DeletionNotifier{deletionNotifier{g: a.graph, sinks: a.sinks, now: time.Now, paths: identifierPaths(cfg.Decode)}},
+		Exporters: []privacy.Exporter{identityExporter{a.graph}, traitsExporter{a.aud.Store}, audienceExporter{a.aud.Store}},
+		Rectifier: rectifier{g: a.graph, aud: a.aud.Store},
+		Inactive:  inactive{a.graph},
+		Erasers:   []privacy.Eraser{identityEraser{a.graph}, audienceEraser{a.aud.Store}},
+		Notifiers: []privacy.DeletionNotifier{deletionNotifier{g: a.graph, sinks: a.sinks, now: time.Now, paths: identifierPaths(cfg.Decode)}},
+		// From the notices to the end of the erasure no sink gets the
+		// person's events (ErasedFilter drops held profiles).
+		Holder:     a.graph,
 		Suppressor: suppressor{g: a.graph}}
 	if a.consent != nil {
 		work.Exporters = append(work.Exporters, consentExporter{a.consent})
