@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cdpstream/cdpstream/engine"
 )
 
 // TestConsentCommands: a person denies analytics in an event; `consent
@@ -20,23 +17,13 @@ import (
 func TestConsentCommands(t *testing.T) {
 	dir := t.TempDir()
 	const token = "dpo-token"
-	p := startPipeApp(t, fmt.Appendf(nil, `
-data_dir: %s
-log: {level: error}
-source: {file: {path: "-"}}
-batch: {max_age: 10ms}
-identity: {secret: test-secret}
-encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
+	p := startPipeApp(t, pipeConfig(dir, token, "admin", `
 consent:
   purposes:
     - {name: analytics, bit: 0, default: denied, segment: [Analytics]}
 sinks:
-  - {name: analytics, file: {path: %s}, consent: {purposes: [analytics], require: all, unknown: deny, decide_by: profile}}
-dead_letter: {file: {path: %s}}
-http:
-  addr: "127.0.0.1:0"
-  auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
-`, dir, filepath.Join(dir, "analytics.ndjson"), filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)), token)
+  - {name: analytics, file: {path: {dir}/analytics.ndjson}, consent: {purposes: [analytics], require: all, unknown: deny, decide_by: profile}}
+`), token)
 	p.send(fmt.Sprintf(`{"type":"track","event":"Viewed","userId":"cust-1","messageId":"m-1","timestamp":%q,"context":{"consent":{"categoryPreferences":{"Analytics":false}}}}`,
 		time.Now().UTC().Format(time.RFC3339)))
 	code, v := p.call("GET", "/v1/profiles/lookup?type=user_id&value=cust-1", "")

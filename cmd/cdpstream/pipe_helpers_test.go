@@ -7,11 +7,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdpstream/cdpstream/engine"
 )
 
 // pipeApp is an instance reading NDJSON from a pipe, with its HTTP API on
@@ -153,4 +156,24 @@ func startKafkaApp(t *testing.T, cfg *Config, brokers []string, token string) (a
 		waitConsumed(t, a, done, uint64(sent))
 	}
 	return a, call, produce, stop
+}
+
+// pipeConfig is the config of a test instance in dir: a pipe source,
+// batches of 10 ms, the test identity secret and master key, a
+// dead-letter file, HTTP on a free port with one token (id dpo) of the
+// given scope, then blocks (sinks, consent, privacy, ...), in which {dir}
+// stands for dir.
+func pipeConfig(dir, token, scope, blocks string) []byte {
+	return fmt.Appendf(nil, `
+data_dir: %s
+log: {level: error}
+source: {file: {path: "-"}}
+batch: {max_age: 10ms}
+identity: {secret: test-secret}
+encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
+dead_letter: {file: {path: %s}}
+http:
+  addr: "127.0.0.1:0"
+  auth: {tokens: [{id: dpo, hash: %s, scopes: [%s]}]}
+%s`, dir, filepath.Join(dir, "dead.ndjson"), engine.HashToken(token), scope, strings.ReplaceAll(blocks, "{dir}", dir))
 }

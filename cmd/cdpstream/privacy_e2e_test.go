@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/cdpstream/cdpstream/engine"
 )
 
 // TestPrivacyRequests drives OpenDSR requests against the live pipeline:
@@ -26,21 +23,11 @@ func TestPrivacyRequests(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.ndjson")
 	const token = "dpo-token"
-	p := startPipeApp(t, fmt.Appendf(nil, `
-data_dir: %s
-log: {level: error}
-source: {file: {path: "-"}}
-batch: {max_age: 10ms}
-identity: {secret: test-secret}
-encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
+	p := startPipeApp(t, pipeConfig(dir, token, "privacy:write", `
 consent: {purposes: [{name: analytics, bit: 0, default: granted}]}
-sinks: [{name: out, consent: {}, file: {path: %s}}]
-dead_letter: {file: {path: %s}}
+sinks: [{name: out, consent: {}, file: {path: {dir}/out.ndjson}}]
 privacy: {poll_interval: 10ms, waiting_period: 1h}
-http:
-  addr: "127.0.0.1:0"
-  auth: {tokens: [{id: dpo, hash: %s, scopes: [privacy:write]}]}
-`, dir, out, filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)), token)
+`), token)
 	a, base, send, call, completed := p.a, p.base, p.send, p.call, p.completed
 	send(`{"type":"identify","userId":"cust-123","anonymousId":"a-1","messageId":"1","traits":{"email":"jane@example.com"}}`,
 		`{"type":"track","event":"Viewed","userId":"someone-else","messageId":"2"}`)

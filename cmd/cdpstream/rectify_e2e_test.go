@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cdpstream/cdpstream/engine"
 )
 
 // TestRectificationAndRetention: a rectification request replaces a
@@ -20,21 +17,11 @@ import (
 func TestRectificationAndRetention(t *testing.T) {
 	dir := t.TempDir()
 	const token = "dpo-token"
-	p := startPipeApp(t, fmt.Appendf(nil, `
-data_dir: %s
-log: {level: error}
-source: {file: {path: "-"}}
-batch: {max_age: 10ms}
-identity: {secret: test-secret}
-encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
-sinks: [{name: out, consent: {}, file: {path: %s}}]
-dead_letter: {file: {path: %s}}
+	p := startPipeApp(t, pipeConfig(dir, token, "admin", `
+sinks: [{name: out, consent: {}, file: {path: {dir}/out.ndjson}}]
 audiences: {definitions: [{id: pro, condition: {trait: {path: plan, op: eq, value: pro}}}]}
 privacy: {poll_interval: 10ms, retention: {inactive_after: 720h, interval: 20ms}}
-http:
-  addr: "127.0.0.1:0"
-  auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
-`, dir, filepath.Join(dir, "out.ndjson"), filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)), token)
+`), token)
 
 	now := time.Now().UTC().Format(time.RFC3339)
 	p.send(fmt.Sprintf(`{"type":"identify","userId":"cust-1","messageId":"1","timestamp":%q,"traits":{"email":"jane@exmaple.com","plan":"free","name":"Jane"}}`, now))
@@ -98,19 +85,9 @@ http:
 func TestRetentionKeep(t *testing.T) {
 	dir := t.TempDir()
 	const token = "dpo-token"
-	p := startPipeApp(t, fmt.Appendf(nil, `
-data_dir: %s
-log: {level: error}
-source: {file: {path: "-"}}
-batch: {max_age: 10ms}
-identity: {secret: test-secret}
-encryption: {master_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff}
-sinks: [{name: out, consent: {}, file: {path: %s}}]
-dead_letter: {file: {path: %s}}
-http:
-  addr: "127.0.0.1:0"
-  auth: {tokens: [{id: dpo, hash: %s, scopes: [admin]}]}
-`, dir, filepath.Join(dir, "out.ndjson"), filepath.Join(dir, "dead.ndjson"), engine.HashToken(token)), token)
+	p := startPipeApp(t, pipeConfig(dir, token, "admin", `
+sinks: [{name: out, consent: {}, file: {path: {dir}/out.ndjson}}]
+`), token)
 	now := time.Now().UTC()
 	old := now.Add(-40 * 24 * time.Hour)
 	ev := func(at time.Time, msg, fields string) string {
