@@ -162,6 +162,31 @@ func NewRunner(cfg RunnerConfig, src Source, stages []Stage, sinks []SinkSpec, d
 // Running reports whether Run is between start and return; /readyz uses it.
 func (r *Runner) Running() bool { return r.running.Load() }
 
+// WaitCommitted returns once every batch read from the source before the
+// call has been committed (its offsets, after every sink acknowledged
+// it), so that no crash can replay them any more; or with ctx's error, or
+// an error when the runner stopped with some of them uncommitted. A
+// privacy erasure waits on it before it reports completion: the events
+// resolved before the erasure can then never be resolved again.
+func (r *Runner) WaitCommitted(ctx context.Context) error {
+	target := r.batches.Load()
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if r.committed.Load() >= target {
+			return nil
+		}
+		if !r.running.Load() {
+			return fmt.Errorf("the pipeline stopped with %d of the batches read before the wait uncommitted", target-r.committed.Load())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // Stats returns a snapshot of the running totals.
 func (r *Runner) Stats() Stats {
 	s := Stats{Batches: r.batches.Load(), Received: r.received.Load(), Valid: r.valid.Load(),

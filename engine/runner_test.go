@@ -623,3 +623,57 @@ func TestRunnerRecordFilter(t *testing.T) {
 		}
 	}
 }
+
+// gateSink holds every Write until gate is closed.
+type gateSink struct {
+	memSink
+	gate chan struct{}
+}
+
+func (s *gateSink) Write(ctx context.Context, b *engine.Batch, sel []int) error {
+	<-s.gate
+	return s.memSink.Write(ctx, b, sel)
+}
+
+// TestRunnerWaitCommitted: WaitCommitted returns once every batch read
+// before the call is committed (here: once a held sink lets them
+// through), and at once when nothing is in flight, also after Run ended.
+func TestRunnerWaitCommitted(t *testing.T) {
+	alloc := memory.NewGoAllocator()
+	src := &sliceSource{block: true, batches: []*engine.Batch{makeBatch(t, alloc, "a", 0, 3), makeBatch(t, alloc, "b", 3, 3)}}
+	s := &gateSink{memSink: memSink{name: "gate"}, gate: make(chan struct{})}
+	r, err := engine.NewRunner(engine.RunnerConfig{}, src, nil, []engine.SinkSpec{{Sink: s}}, &memDead{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- r.Run(ctx) }()
+	for r.Stats().Batches < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- r.WaitCommitted(context.Background()) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitCommitted returned (%v) while the sink held both batches", err)
+	case <-time.After(20 * time.Millisecond): // not a limit: a chance to catch an early return
+	}
+	close(s.gate)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Stats(); st.Committed < 2 {
+		t.Fatalf("WaitCommitted returned with %d of 2 batches committed", st.Committed)
+	}
+	if err := r.WaitCommitted(context.Background()); err != nil {
+		t.Fatalf("nothing in flight: %v", err)
+	}
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitCommitted(context.Background()); err != nil {
+		t.Fatalf("after Run ended with everything committed: %v", err)
+	}
+}

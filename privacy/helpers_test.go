@@ -179,6 +179,17 @@ func (w *world) Hold(id string, pids []uint32) {
 	w.notified = append(w.notified, fmt.Sprintf("hold %s profiles %v", id[:8], pids))
 }
 
+// WaitCommitted implements Barrier: the pipeline has nothing in flight.
+func (w *world) WaitCommitted(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.check(ctx, "drain"); err != nil {
+		return err
+	}
+	w.notified = append(w.notified, "drained")
+	return nil
+}
+
 func (w *world) Release(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -240,7 +251,7 @@ func (consentExporter) Export(ctx context.Context, s Subject) (any, error) {
 
 func (w *world) work() Work {
 	return Work{Subjects: w, Erasers: []Eraser{fakeEraser{w, "identity"}, fakeEraser{w, "consent"}, fakeEraser{w, "audiences"}},
-		Suppressor: w, Exporters: []Exporter{traitsExporter{w}, consentExporter{}}, Notifiers: []DeletionNotifier{w}, Holder: w, Rectifier: w, Inactive: w}
+		Suppressor: w, Exporters: []Exporter{traitsExporter{w}, consentExporter{}}, Notifiers: []DeletionNotifier{w}, Holder: w, Barrier: w, Rectifier: w, Inactive: w}
 }
 
 // recorder is a controller's callback endpoint over loopback.

@@ -743,6 +743,12 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 			return "drop_exports", err
 		}
 		step("drop_exports")
+		if s.work.Barrier != nil {
+			if err := s.work.Barrier.WaitCommitted(ctx); err != nil {
+				return "drain", err
+			}
+			step("drain")
+		}
 	case TypeSuppress:
 		if err := s.work.Suppressor.Suppress(ctx, subj); err != nil {
 			return "suppress", err

@@ -71,6 +71,16 @@ type Holder interface {
 	Release(requestID string)
 }
 
+// Barrier is the pipeline seen from an erasure: WaitCommitted returns once
+// every batch read before the call has committed its input offsets. An
+// erasure waits on it after its erasers, before it reports completion, so
+// that no crash can replay the person's events resolved before the
+// erasure (they would be resolved again, to a new profile with their
+// identifiers). engine.Runner implements it.
+type Barrier interface {
+	WaitCommitted(ctx context.Context) error
+}
+
 // InactiveLister lists live profiles last seen before a time, for
 // retention (Config.Retention). fn returning an error stops the listing
 // with that error.
@@ -110,7 +120,9 @@ type Work struct {
 	Notifiers  []DeletionNotifier
 	// Holder, optional, holds an erasure's profiles from its notices to
 	// its end.
-	Holder    Holder
+	Holder Holder
+	// Barrier, optional, is waited on before an erasure completes.
+	Barrier   Barrier
 	Rectifier Rectifier
 	// Inactive lists profiles for retention; required when
 	// Config.Retention.InactiveAfter is set.

@@ -279,7 +279,11 @@ func build(cfg *Config, log *slog.Logger, stdin io.Reader) (a *app, err error) {
 		Notifiers: []privacy.DeletionNotifier{deletionNotifier{g: a.graph, sinks: a.sinks, now: time.Now, paths: identifierPaths(cfg.Decode)}},
 		// From the notices to the end of the erasure no sink gets the
 		// person's events (ErasedFilter drops held profiles).
-		Holder:     a.graph,
+		Holder: a.graph,
+		// An erasure completes once the batches read before it committed:
+		// no crash can then replay the person's events, resolved before
+		// the erasure, into a new profile.
+		Barrier:    a.runner,
 		Suppressor: suppressor{g: a.graph}}
 	if a.consent != nil {
 		work.Exporters = append(work.Exporters, consentExporter{a.consent})
