@@ -39,14 +39,19 @@ type world struct {
 	merged     map[uint32]uint32 // merged pid → survivor
 	fail       map[string]int    // step → remaining failures
 	crash      map[string]func()
+	hooks      map[string]func() // step → runs once as the step starts (under mu)
 }
 
 func newWorld() *world {
 	return &world{persons: map[uint32]*person{}, suppressed: map[uint32]bool{}, erased: map[string][]uint32{},
-		merged: map[uint32]uint32{}, fail: map[string]int{}, crash: map[string]func(){}}
+		merged: map[uint32]uint32{}, fail: map[string]int{}, crash: map[string]func(){}, hooks: map[string]func(){}}
 }
 
 func (w *world) check(ctx context.Context, step string) error {
+	if fn := w.hooks[step]; fn != nil {
+		delete(w.hooks, step)
+		fn()
+	}
 	if fn := w.crash[step]; fn != nil {
 		delete(w.crash, step)
 		fn()

@@ -58,6 +58,22 @@ func TestLifecycle(t *testing.T) {
 				}
 				e.w.persons[p.pid] = p
 				return ""
+			case "appear":
+				// appear step=S pid=N TYPE=VALUE...: as step S starts, a
+				// profile N holding those identities appears (events
+				// replayed after a restart, resolved anew).
+				var step string
+				var pid uint64
+				d.ScanArgs(t, "step", &step)
+				d.ScanArgs(t, "pid", &pid)
+				p := &person{pid: uint32(pid)}
+				for _, a := range d.CmdArgs {
+					if a.Key != "step" && a.Key != "pid" {
+						p.ids = append(p.ids, Identity{Type: a.Key, Value: a.Vals[0], Format: FormatRaw})
+					}
+				}
+				e.w.hooks[step] = func() { e.w.persons[p.pid] = p }
+				return ""
 			case "seen":
 				// seen pid=N seen=DATE: the person's events arrive again.
 				var pid uint64

@@ -77,6 +77,9 @@ type record struct {
 	// values (it was submitted, opened, or read from a plain record), so a
 	// put seals them; otherwise a put keeps Sealed as it is.
 	open bool
+	// again: this run of the request is not its first (it was in
+	// progress when picked up: resumed after a restart, or retried).
+	again bool
 }
 
 func (r *record) finished() bool { return r.Status == StatusCompleted || r.Status == StatusCancelled }
@@ -633,6 +636,9 @@ var errStop = errors.New("stop")
 func (s *Service) runOne(ctx context.Context, id string) error {
 	s.mu.Lock()
 	rec, err := s.load(id)
+	if err == nil && rec.Status == StatusInProgress {
+		rec.again = true
+	}
 	if err == nil && rec.Status == StatusPending {
 		err = s.transition(rec, StatusInProgress, "processor", rec.Due)
 	}
@@ -746,6 +752,21 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 		if s.work.Barrier != nil {
 			if err := s.work.Barrier.WaitCommitted(ctx); err != nil {
 				return "drain", err
+			}
+			if rec.again && len(rec.Req.Identities) > 0 {
+				// A run after a restart: the batches replayed since may
+				// have resolved the person's earlier events into a new
+				// profile before the drain let them commit. Erase it too,
+				// on the next attempt (resolve adds it to the profiles).
+				pids, err := s.work.Subjects.Resolve(ctx, rec.Req.Identities)
+				if err != nil {
+					return "drain", err
+				}
+				for _, p := range pids {
+					if !slices.Contains(rec.Profiles, p) {
+						return "drain", fmt.Errorf("profile %d resolved to the request's identities after the drain (events replayed after a restart): erasing it on the next attempt", p)
+					}
+				}
 			}
 			step("drain")
 		}
