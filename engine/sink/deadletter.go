@@ -41,13 +41,9 @@ func NewKafkaDeadLetter(cfg DeadLetterKafkaConfig, extra ...kgo.Opt) (*KafkaDead
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := producerOpts(cfg.Client, cfg.Compression, cfg.Linger)
+	cl, err := newProducer(cfg.Client, cfg.Compression, cfg.Linger, extra...)
 	if err != nil {
 		return nil, err
-	}
-	cl, err := kgo.NewClient(append(opts, extra...)...)
-	if err != nil {
-		return nil, fmt.Errorf("cannot create kafka client: %w", err)
 	}
 	return &KafkaDeadLetter{topic: cfg.Topic, cl: cl}, nil
 }

@@ -46,21 +46,19 @@ func NewKafka(name string, cfg KafkaConfig, extra ...kgo.Opt) (*Kafka, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := producerOpts(cfg.Client, cfg.Compression, cfg.Linger)
+	cl, err := newProducer(cfg.Client, cfg.Compression, cfg.Linger, extra...)
 	if err != nil {
 		return nil, err
-	}
-	cl, err := kgo.NewClient(append(opts, extra...)...)
-	if err != nil {
-		return nil, fmt.Errorf("cannot create kafka client: %w", err)
 	}
 	return &Kafka{name: name, topic: cfg.Topic, key: cfg.Key, cl: cl}, nil
 }
 
-// producerOpts returns the client and producer options shared by the Kafka
-// sinks. Idempotence is franz-go's default and is kept: with it a retried
-// produce request cannot duplicate or reorder records within a partition.
-func producerOpts(client KafkaClientConfig, compression string, linger time.Duration) ([]kgo.Opt, error) {
+// newProducer returns the producer client shared by the Kafka sinks, the
+// dead-letter sink and the mirror: acks all, the codec and linger given,
+// then extra. Idempotence is franz-go's default and is kept: with it a
+// retried produce request cannot duplicate or reorder records within a
+// partition.
+func newProducer(client KafkaClientConfig, compression string, linger time.Duration, extra ...kgo.Opt) (*kgo.Client, error) {
 	opts, err := client.Opts()
 	if err != nil {
 		return nil, prefix("client.", err)
@@ -69,11 +67,16 @@ func producerOpts(client KafkaClientConfig, compression string, linger time.Dura
 	if err != nil {
 		return nil, err
 	}
-	return append(opts,
+	opts = append(opts,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerBatchCompression(codec),
 		kgo.ProducerLinger(linger),
-	), nil
+	)
+	cl, err := kgo.NewClient(append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create kafka client: %w", err)
+	}
+	return cl, nil
 }
 
 // Name returns the sink's configured name.

@@ -2,7 +2,6 @@ package sink
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -40,14 +39,10 @@ func NewKafkaMirror(cfg DeadLetterKafkaConfig, key string, onError func(error), 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := producerOpts(cfg.Client, cfg.Compression, cfg.Linger)
+	bounds := []kgo.Opt{kgo.MaxBufferedRecords(MirrorBuffered), kgo.RecordDeliveryTimeout(MirrorDeliveryTimeout)}
+	cl, err := newProducer(cfg.Client, cfg.Compression, cfg.Linger, append(bounds, extra...)...)
 	if err != nil {
 		return nil, err
-	}
-	opts = append(opts, kgo.MaxBufferedRecords(MirrorBuffered), kgo.RecordDeliveryTimeout(MirrorDeliveryTimeout))
-	cl, err := kgo.NewClient(append(opts, extra...)...)
-	if err != nil {
-		return nil, fmt.Errorf("cannot create kafka client: %w", err)
 	}
 	return &KafkaMirror{topic: cfg.Topic, key: []byte(key), cl: cl, onError: onError}, nil
 }
