@@ -243,7 +243,7 @@ func NewKeyring(cfg EncryptionConfig, db *pebble.DB, opts ...KeyringOption) (*Ke
 	}
 	master, _ := cfg.key()
 	defer clear(master)
-	wrap, err := masterAEAD(master)
+	wrap, err := newAEAD(master, "the master key")
 	if err != nil {
 		return nil, err
 	}
@@ -525,7 +525,7 @@ func (k *Keyring) newKey(aad []byte) (*dataKey, error) {
 	v[0] = keyringV1
 	copy(v[1:], buf[dataKeyLen:])
 	v = k.wrap.Seal(v, v[1:1+nonceLen], raw, aad)
-	aead, err := newAEAD(raw)
+	aead, err := newAEAD(raw, "a data key")
 	if err != nil {
 		return nil, err
 	}
@@ -544,33 +544,43 @@ func (k *Keyring) unwrap(pid uint32, v []byte) (*dataKey, error) {
 
 // openKey decrypts a stored data key wrapped with aad.
 func (k *Keyring) openKey(v, aad []byte) (*dataKey, error) {
-	if len(v) != wrappedLen || v[0] != keyringV1 {
-		return nil, fmt.Errorf("%w (wrapped key)", ErrDecrypt)
-	}
 	var raw [dataKeyLen]byte
 	defer clear(raw[:])
-	if _, err := k.wrap.Open(raw[:0], v[1:1+nonceLen], v[1+nonceLen:], aad); err != nil {
-		return nil, fmt.Errorf("%w (wrapped key)", ErrDecrypt)
+	if err := unwrapKey(k.wrap, &raw, v, aad); err != nil {
+		return nil, err
 	}
-	aead, err := newAEAD(raw[:])
+	aead, err := newAEAD(raw[:], "a data key")
 	if err != nil {
 		return nil, err
 	}
 	return &dataKey{aead: aead, wrapped: append([]byte(nil), v...)}, nil
 }
 
+// unwrapKey opens the stored wrapped key v (version | nonce | sealed key)
+// with wrap into raw.
+func unwrapKey(wrap cipher.AEAD, raw *[dataKeyLen]byte, v, aad []byte) error {
+	if len(v) != wrappedLen || v[0] != keyringV1 {
+		return fmt.Errorf("%w (wrapped key)", ErrDecrypt)
+	}
+	if _, err := wrap.Open(raw[:0], v[1:1+nonceLen], v[1+nonceLen:], aad); err != nil {
+		return fmt.Errorf("%w (wrapped key)", ErrDecrypt)
+	}
+	return nil
+}
+
 func wrapAAD(dst []byte, pid uint32) []byte {
 	return binary.BigEndian.AppendUint32(append(dst, wrapAADText...), pid)
 }
 
-func newAEAD(key []byte) (cipher.AEAD, error) {
+// newAEAD sets up AES-256-GCM with key; what names the key in errors.
+func newAEAD(key []byte, what string) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		return nil, fmt.Errorf("cannot set up a data key: %w", err)
+		return nil, fmt.Errorf("cannot set up %s: %w", what, err)
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return nil, fmt.Errorf("cannot set up a data key: %w", err)
+		return nil, fmt.Errorf("cannot set up %s: %w", what, err)
 	}
 	return aead, nil
 }

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
@@ -88,11 +87,11 @@ func RotateMasterKey(db *pebble.DB, from, to EncryptionConfig, opts RotateOption
 	if hmac.Equal(oldKey, newKey) {
 		return st, errors.New("the new master key is the current one")
 	}
-	oldWrap, err := masterAEAD(oldKey)
+	oldWrap, err := newAEAD(oldKey, "the master key")
 	if err != nil {
 		return st, err
 	}
-	newWrap, err := masterAEAD(newKey)
+	newWrap, err := newAEAD(newKey, "the master key")
 	if err != nil {
 		return st, err
 	}
@@ -226,11 +225,7 @@ func checkOpens(db *pebble.DB, lo, hi []byte, wrap cipher.AEAD) error {
 		if aad, err = wrappedAAD(aad[:0], it.Key()); err != nil {
 			return err
 		}
-		v := it.Value()
-		if len(v) != wrappedLen || v[0] != keyringV1 {
-			return fmt.Errorf("keyring key %x is not a wrapped key: nothing was changed", it.Key())
-		}
-		if _, err := wrap.Open(raw[:0], v[1:1+nonceLen], v[1+nonceLen:], aad); err != nil {
+		if err := unwrapKey(wrap, &raw, it.Value(), aad); err != nil {
 			return fmt.Errorf("keyring key %x does not open under the current master key (corrupt?): nothing was changed", it.Key())
 		}
 	}
@@ -265,13 +260,10 @@ func wrappedAAD(dst, k []byte) ([]byte, error) {
 // rewrap opens a wrapped data key with oldWrap and wraps it with newWrap
 // under a fresh nonce.
 func rewrap(oldWrap, newWrap cipher.AEAD, v, aad []byte) ([]byte, error) {
-	if len(v) != wrappedLen || v[0] != keyringV1 {
-		return nil, fmt.Errorf("%w (wrapped key)", ErrDecrypt)
-	}
 	var raw [dataKeyLen]byte
 	defer clear(raw[:])
-	if _, err := oldWrap.Open(raw[:0], v[1:1+nonceLen], v[1+nonceLen:], aad); err != nil {
-		return nil, fmt.Errorf("%w (wrapped key)", ErrDecrypt)
+	if err := unwrapKey(oldWrap, &raw, v, aad); err != nil {
+		return nil, err
 	}
 	out := make([]byte, 1+nonceLen, wrappedLen)
 	out[0] = keyringV1
@@ -292,18 +284,6 @@ func checkValue(master []byte) []byte {
 	m := hmac.New(sha256.New, master)
 	m.Write([]byte(keyringCheckText))
 	return append([]byte{keyringV1}, m.Sum(nil)[:16]...)
-}
-
-func masterAEAD(master []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(master)
-	if err != nil {
-		return nil, fmt.Errorf("cannot set up the master key: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("cannot set up the master key: %w", err)
-	}
-	return aead, nil
 }
 
 // getCopy returns a copy of k's value in db, or nil when k is absent.

@@ -354,7 +354,7 @@ func BenchmarkKeyring(b *testing.B) {
 		key := bytes.Repeat([]byte{1}, 32)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := newAEAD(key); err != nil {
+			if _, err := newAEAD(key, "a data key"); err != nil {
 				b.Fatal(err)
 			}
 		}
