@@ -42,26 +42,25 @@ func DeletionIdentifiers(s any, ids []Identifier, paths IdentifierPaths) []Ident
 	view := &Minimizer{allow: m.allow, deny: m.deny, hash: m.hash} // its own parser and arena
 	out := make([]Identifier, 0, len(ids))
 	for _, id := range ids {
-		best := Identifier{}
-		if view.keepsExternalID(id) {
-			out = append(out, id)
-			continue
-		}
+		plain := view.keepsExternalID(id)
+		hashed := ""
 		for _, p := range paths[id.Type] {
-			v, hashed, ok := view.see(p, id.Value)
-			switch {
-			case !ok:
-			case !hashed:
-				best = Identifier{Type: id.Type, Value: v}
-			case best.Value == "":
-				best = Identifier{Type: id.Type, Value: v, Format: "sha256"}
+			if plain {
+				break // nothing sees more
 			}
-			if ok && !hashed {
-				break // plain somewhere: nothing sees more
+			v, isHash, ok := view.see(p, id.Value)
+			switch {
+			case ok && !isHash:
+				plain = true
+			case ok && hashed == "":
+				hashed = v
 			}
 		}
-		if best.Value != "" {
-			out = append(out, best)
+		switch {
+		case plain:
+			out = append(out, id)
+		case hashed != "":
+			out = append(out, Identifier{Type: id.Type, Value: hashed, Format: "sha256"})
 		}
 	}
 	return out
@@ -70,19 +69,7 @@ func DeletionIdentifiers(s any, ids []Identifier, paths IdentifierPaths) []Ident
 // keepsExternalID reports whether the minimiser leaves id in plain as a
 // context.externalIds entry.
 func (m *Minimizer) keepsExternalID(id Identifier) bool {
-	raw, err := json.Marshal(map[string]any{"context": map[string]any{"externalIds": []any{map[string]string{"id": id.Value, "type": id.Type}}}})
-	if err != nil {
-		return false
-	}
-	out, err := m.Apply(nil, raw)
-	if err != nil {
-		return false
-	}
-	var p fastjson.Parser
-	x, err := p.ParseBytes(out)
-	if err != nil {
-		return false
-	}
+	x := m.seeEvent(map[string]any{"context": map[string]any{"externalIds": []any{map[string]string{"id": id.Value, "type": id.Type}}}})
 	for _, e := range x.GetArray("context", "externalIds") {
 		if string(e.GetStringBytes("id")) == id.Value {
 			return true
@@ -99,23 +86,29 @@ func (m *Minimizer) see(path, value string) (v string, hashed, ok bool) {
 	for i := len(keys) - 1; i >= 0; i-- {
 		obj = map[string]any{keys[i]: obj}
 	}
-	raw, err := json.Marshal(obj)
-	if err != nil {
-		return "", false, false
-	}
-	out, err := m.Apply(nil, raw)
-	if err != nil {
-		return "", false, false
-	}
-	var p fastjson.Parser
-	x, err := p.ParseBytes(out)
-	if err != nil {
-		return "", false, false
-	}
-	got := x.Get(keys...)
+	got := m.seeEvent(obj).Get(keys...)
 	if got == nil || got.Type() != fastjson.TypeString {
 		return "", false, false
 	}
 	s := string(got.GetStringBytes())
 	return s, s != value, true
+}
+
+// seeEvent is event as the minimiser leaves it, parsed; nil (on which
+// fastjson's getters find nothing) if it cannot be built.
+func (m *Minimizer) seeEvent(event any) *fastjson.Value {
+	raw, err := json.Marshal(event)
+	if err != nil {
+		return nil
+	}
+	out, err := m.Apply(nil, raw)
+	if err != nil {
+		return nil
+	}
+	var p fastjson.Parser
+	x, err := p.ParseBytes(out)
+	if err != nil {
+		return nil
+	}
+	return x
 }
