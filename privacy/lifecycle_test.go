@@ -44,18 +44,7 @@ func TestLifecycle(t *testing.T) {
 				e = newEnv(t, cfg)
 				return ""
 			case "person":
-				var pid uint64
-				d.ScanArgs(t, "pid", &pid)
-				p := &person{pid: uint32(pid)}
-				for _, a := range d.CmdArgs {
-					if a.Key == "seen" {
-						p.seen, _ = time.Parse(time.DateOnly, a.Vals[0])
-						continue
-					}
-					if a.Key != "pid" {
-						p.ids = append(p.ids, Identity{Type: a.Key, Value: a.Vals[0], Format: FormatRaw})
-					}
-				}
+				p := personArgs(t, d)
 				e.w.persons[p.pid] = p
 				return ""
 			case "appear":
@@ -63,15 +52,8 @@ func TestLifecycle(t *testing.T) {
 				// profile N holding those identities appears (events
 				// replayed after a restart, resolved anew).
 				var step string
-				var pid uint64
 				d.ScanArgs(t, "step", &step)
-				d.ScanArgs(t, "pid", &pid)
-				p := &person{pid: uint32(pid)}
-				for _, a := range d.CmdArgs {
-					if a.Key != "step" && a.Key != "pid" {
-						p.ids = append(p.ids, Identity{Type: a.Key, Value: a.Vals[0], Format: FormatRaw})
-					}
-				}
+				p := personArgs(t, d)
 				e.w.hooks[step] = func() { e.w.persons[p.pid] = p }
 				return ""
 			case "seen":
@@ -352,4 +334,22 @@ func state(t *testing.T, e *env) string {
 	_ = e.svc.scan(lo, hi, func(_, _ []byte) error { keys++; return nil })
 	fmt.Fprintf(&sb, "queue %d, active identities %d, outbox %d, keys %d\n", count(prefixQueue), count(prefixActive), count(prefixCallback), keys)
 	return sb.String()
+}
+
+// personArgs reads a person from pid=N [seen=DATE] TYPE=VALUE...; other
+// arguments (step) are not identities.
+func personArgs(t *testing.T, d *datadriven.TestData) *person {
+	var pid uint64
+	d.ScanArgs(t, "pid", &pid)
+	p := &person{pid: uint32(pid)}
+	for _, a := range d.CmdArgs {
+		switch a.Key {
+		case "pid", "step":
+		case "seen":
+			p.seen, _ = time.Parse(time.DateOnly, a.Vals[0])
+		default:
+			p.ids = append(p.ids, Identity{Type: a.Key, Value: a.Vals[0], Format: FormatRaw})
+		}
+	}
+	return p
 }
