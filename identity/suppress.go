@@ -221,7 +221,18 @@ func (g *Graph) Suppress(ctx context.Context, pids []uint32, refs ...Ref) (uint6
 
 // groupMembers reads the committed members of suppression group id.
 func (g *Graph) groupMembers(id uint64) ([][hashLen]byte, error) {
-	v, closer, err := g.db.Get(groupKey(nil, id))
+	m, err := readGroup(g.db, id)
+	out := make([][hashLen]byte, len(m))
+	for i := range m {
+		out[i] = m[i]
+	}
+	return out, err
+}
+
+// readGroup reads the committed members of suppression group id; nil if
+// there is no such group.
+func readGroup(db *pebble.DB, id uint64) ([]hash, error) {
+	v, closer, err := db.Get(groupKey(nil, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}
@@ -229,15 +240,7 @@ func (g *Graph) groupMembers(id uint64) ([][hashLen]byte, error) {
 		return nil, fmt.Errorf("cannot read suppression group: %w", err)
 	}
 	defer closer.Close()
-	m, err := decodeGroup(v)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][hashLen]byte, len(m))
-	for i := range m {
-		out[i] = m[i]
-	}
-	return out, nil
+	return decodeGroup(v)
 }
 
 // UnsuppressIdentities lifts every suppression group holding one of the
@@ -308,15 +311,7 @@ func (tx *txn) group(id uint64) ([]hash, error) {
 	if m, ok := tx.groups[id]; ok {
 		return m, nil
 	}
-	v, closer, err := tx.g.db.Get(groupKey(nil, id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot read suppression group: %w", err)
-	}
-	defer closer.Close()
-	return decodeGroup(v)
+	return readGroup(tx.g.db, id)
 }
 
 // suppress applies OpSuppress: see the OpSuppress doc.
