@@ -1,6 +1,7 @@
 package privacy
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -684,28 +685,8 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 	if err := s.openRecord(rec); err != nil {
 		return "open", err
 	}
-	pids, err := s.work.Subjects.Resolve(ctx, rec.Req.Identities)
-	if err != nil {
+	if _, err := s.resolve(ctx, rec); err != nil {
 		return "resolve", err
-	}
-	// The profiles are persisted before any step destroys what resolves
-	// them: a run resumed after a crash between two Erasers resolves
-	// nothing any more, and must still reach the same profiles.
-	grown := false
-	for _, p := range pids {
-		if !slices.Contains(rec.Profiles, p) {
-			rec.Profiles = append(rec.Profiles, p)
-			grown = true
-		}
-	}
-	if grown {
-		slices.Sort(rec.Profiles)
-		s.mu.Lock()
-		err := s.put(nil, rec, rec.Due)
-		s.mu.Unlock()
-		if err != nil {
-			return "resolve", err
-		}
 	}
 	step("resolve")
 	if rec.Origin == OriginRetention {
@@ -753,19 +734,13 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 			if err := s.work.Barrier.WaitCommitted(ctx); err != nil {
 				return "drain", err
 			}
-			if rec.again && len(rec.Req.Identities) > 0 {
+			if rec.again {
 				// A run after a restart: the batches replayed since may
 				// have resolved the person's earlier events into a new
-				// profile before the drain let them commit. Erase it too,
-				// on the next attempt (resolve adds it to the profiles).
-				pids, err := s.work.Subjects.Resolve(ctx, rec.Req.Identities)
-				if err != nil {
-					return "drain", err
-				}
-				for _, p := range pids {
-					if !slices.Contains(rec.Profiles, p) {
-						return "drain", fmt.Errorf("profile %d resolved to the request's identities after the drain (events replayed after a restart): erasing it on the next attempt", p)
-					}
+				// profile before the drain let them commit. It joins the
+				// request's profiles, erased on the next attempt.
+				if grown, err := s.resolve(ctx, rec); err != nil || grown {
+					return "drain", cmp.Or(err, errors.New("a profile resolved to the request's identities after the drain (events replayed after a restart): erasing it on the next attempt"))
 				}
 			}
 			step("drain")
@@ -792,6 +767,31 @@ func (s *Service) execute(ctx context.Context, rec *record) (string, error) {
 		step("export")
 	}
 	return "", nil
+}
+
+// resolve adds the profiles the request's identities resolve to (none for
+// a retention request) to rec.Profiles and persists them if any was new,
+// before any step destroys what resolves them: a run resumed after a
+// crash between two Erasers resolves nothing any more, and must still
+// reach the same profiles.
+func (s *Service) resolve(ctx context.Context, rec *record) (grown bool, err error) {
+	pids, err := s.work.Subjects.Resolve(ctx, rec.Req.Identities)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range pids {
+		if !slices.Contains(rec.Profiles, p) {
+			rec.Profiles = append(rec.Profiles, p)
+			grown = true
+		}
+	}
+	if !grown {
+		return false, nil
+	}
+	slices.Sort(rec.Profiles)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return true, s.put(nil, rec, rec.Due)
 }
 
 // recheck narrows a retention request's profiles to those to erase now
