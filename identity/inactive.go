@@ -95,12 +95,8 @@ func lastSeen(p *profile) int64 {
 	return last
 }
 
-// maxRedirects bounds the chain LastSeen follows from a merged id to its
-// survivor (each merge of a survivor adds one link).
-const maxRedirects = 64
-
 // LastSeen returns the live profile pid stands for (pid itself, or the
-// survivor it was merged into, following merges of survivors) and that
+// survivor it was merged into: a redirect is one hop, doc.go) and that
 // profile's last seen time as Inactive computes it, with the same
 // granularity. live is 0 when pid is unknown or erased. Retention checks
 // with it, just before erasing, that the profiles a sweep listed are
@@ -108,15 +104,16 @@ const maxRedirects = 64
 func (g *Graph) LastSeen(pid uint32) (live uint32, last time.Time, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for range maxRedirects {
-		p, err := g.loadProfile(pid)
-		if err != nil || p == nil {
-			return 0, time.Time{}, err
-		}
-		if p.redirect == 0 {
-			return pid, time.Unix(lastSeen(p), 0).UTC(), nil
-		}
+	p, err := g.loadProfile(pid)
+	if err == nil && p != nil && p.redirect != 0 {
 		pid = p.redirect
+		p, err = g.loadProfile(pid)
 	}
-	return 0, time.Time{}, corrupt("redirect chain")
+	if err != nil || p == nil {
+		return 0, time.Time{}, err
+	}
+	if p.redirect != 0 {
+		return 0, time.Time{}, corrupt("redirect to a merged profile")
+	}
+	return pid, time.Unix(lastSeen(p), 0).UTC(), nil
 }
