@@ -212,9 +212,9 @@ func appendProfile(dst []byte, p *profile) []byte {
 }
 
 // decodeProfile reads v into p, which must be empty. Its decisions are
-// cut from *slab (refilled by slabDecisions at a time) when slab is not
-// nil: one allocation per slabDecisions decisions instead of one per
-// profile, for loading millions of them at start.
+// cut from *slab (refilled by slabDecisions at a time): one allocation per
+// slabDecisions decisions instead of one per profile, for loading
+// millions of them at start.
 func decodeProfile(v []byte, p *profile, slab *[]Decision) error {
 	if len(v) < 2 || v[0] != valueVersion {
 		return errCorrupt
@@ -226,16 +226,11 @@ func decodeProfile(v []byte, p *profile, slab *[]Decision) error {
 	}
 	v = v[n:]
 	k := bits.OnesCount64(set)
-	var d []Decision
-	if slab != nil { // k <= 64: set is a uint64
-		if cap(*slab)-len(*slab) < k {
-			*slab = make([]Decision, 0, slabDecisions)
-		}
-		d = (*slab)[len(*slab) : len(*slab) : len(*slab)+k]
-		*slab = (*slab)[:len(*slab)+k]
-	} else {
-		d = make([]Decision, 0, k)
+	if cap(*slab)-len(*slab) < k { // k <= 64: set is a uint64
+		*slab = make([]Decision, 0, slabDecisions)
 	}
+	d := (*slab)[len(*slab) : len(*slab) : len(*slab)+k]
+	*slab = (*slab)[:len(*slab)+k]
 	for range k {
 		if len(v) < 2 {
 			return errCorrupt
