@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/cockroachdb/pebble"
+
 	"github.com/cdpstream/cdpstream/engine"
 	"github.com/cdpstream/cdpstream/privacy"
 )
@@ -44,11 +46,8 @@ func cmdAudit(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return usageError{err}
 	}
-	db, err := engine.OpenStore(stateDir(cfg.DataDir), cfg.State, nil)
+	db, err := openStoppedStore(cfg)
 	if err != nil {
-		if strings.Contains(err.Error(), "lock") {
-			return fmt.Errorf("%w (is cdpstream running on this data_dir?)", err)
-		}
 		return err
 	}
 	defer db.Close()
@@ -71,4 +70,14 @@ func cmdAudit(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "audit trail intact: %d entries\n", len(entries))
 	return nil
+}
+
+// openStoppedStore opens the store of cfg's data_dir for a command that
+// needs it to itself (audit, keys): a running instance holds its lock.
+func openStoppedStore(cfg *Config) (*pebble.DB, error) {
+	db, err := engine.OpenStore(stateDir(cfg.DataDir), cfg.State, nil)
+	if err != nil && strings.Contains(err.Error(), "lock") {
+		return nil, fmt.Errorf("%w (is cdpstream running on this data_dir? stop it first, or use a copy)", err)
+	}
+	return db, err
 }

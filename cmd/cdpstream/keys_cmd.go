@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/cdpstream/cdpstream/engine"
 )
@@ -53,11 +52,8 @@ func cmdKeys(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := to.Validate(); err != nil {
 		return usageError{fmt.Errorf("-new-key-env: %w", err)}
 	}
-	db, err := engine.OpenStore(stateDir(cfg.DataDir), cfg.State, nil)
+	db, err := openStoppedStore(cfg)
 	if err != nil {
-		if strings.Contains(err.Error(), "lock") {
-			return fmt.Errorf("%w (is cdpstream running on this data_dir? stop it first)", err)
-		}
 		return err
 	}
 	defer db.Close()
